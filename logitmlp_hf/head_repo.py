@@ -1,0 +1,122 @@
+"""The head-only repo format: ``config.json`` + ``logitmlp_head.safetensors`` + ``README.md``.
+
+A head repo never holds the base model's weights (it names the base in its config instead, like a PEFT adapter),
+and never holds a pickle: weights are read and written with safetensors only. Files are located with transformers'
+own ``cached_file``, so a local directory, a Hub repo id, a revision, a cache dir and offline mode all behave as they
+do for any transformers checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers.utils import cached_file
+
+from .configuration_logitmlp import LogitMLPConfig
+from .errors import HeadCheckpointError
+from .head import LogitMLPHead
+
+HEAD_WEIGHTS_NAME = "logitmlp_head.safetensors"
+CONFIG_NAME = "config.json"
+# Arguments that locate files (passed to `cached_file`), as opposed to ones that configure the base model's load.
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+def split_hub_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``from_pretrained`` kwargs into (file-locating kwargs, everything else)."""
+    hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+    rest = {k: v for k, v in kwargs.items() if k not in HUB_KWARGS}
+    return hub, rest
+
+
+def _locate(name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str, Any]) -> str:
+    name = str(name_or_path)
+    if (os.path.isabs(name) or name.startswith((".", "~"))) and not os.path.exists(os.path.expanduser(name)):
+        raise HeadCheckpointError(f"{name!r} does not exist (it is neither a local directory nor a Hub repo id)")
+    try:
+        path = cached_file(str(name_or_path), filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    except OSError as err:  # unknown repo, no network, gated repo: keep transformers' explanation
+        raise HeadCheckpointError(f"could not read {filename!r} of head {str(name_or_path)!r}: {err}") from err
+    if path is None:
+        present = sorted(os.listdir(name_or_path)) if os.path.isdir(name_or_path) else None
+        hint = f" (the directory holds {present})" if present is not None else ""
+        if filename == HEAD_WEIGHTS_NAME and present and any(f.endswith((".bin", ".pt", ".pth")) for f in present):
+            hint += "; pickled weights are never loaded, re-save the head with safetensors"
+        raise HeadCheckpointError(f"{str(name_or_path)!r} has no {filename!r}: it is not a LogitMLP head repo{hint}")
+    return path
+
+
+def load_head_config(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> LogitMLPConfig:
+    """Read and validate a head repo's ``config.json``.
+
+    Raises:
+        HeadCheckpointError: the file is missing or unreadable, or it describes another kind of model.
+    """
+    path = _locate(name_or_path, CONFIG_NAME, hub_kwargs)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config_dict = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise HeadCheckpointError(f"{path} is not readable JSON: {err}") from err
+    model_type = config_dict.get("model_type") if isinstance(config_dict, dict) else None
+    if model_type != LogitMLPConfig.model_type:
+        raise HeadCheckpointError(
+            f"{str(name_or_path)!r} is a {model_type!r} checkpoint, not a LogitMLP head (model_type='logitmlp'). "
+            "To put a head on it, pass it as the base: LogitMLPForCausalLM.from_pretrained(head, base_model=...)"
+        )
+    try:
+        return LogitMLPConfig.from_dict(config_dict)
+    except Exception as err:  # strict-dataclass validation errors name the offending field
+        raise HeadCheckpointError(f"invalid LogitMLP config in {path}: {err}") from err
+
+
+def load_head_state_dict(
+    name_or_path: str | os.PathLike, config: LogitMLPConfig, **hub_kwargs: Any
+) -> dict[str, torch.Tensor]:
+    """Read the head's safetensors file and check every tensor against ``config``.
+
+    Raises:
+        HeadCheckpointError: the file is missing, corrupt, or its tensors do not match the config.
+    """
+    path = _locate(name_or_path, HEAD_WEIGHTS_NAME, hub_kwargs)
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise HeadCheckpointError(f"{path} is not a readable safetensors file ({err}); the download may be "
+                                  "truncated: delete it and load again") from err
+    expected = {name: tuple(t.shape) for name, t in LogitMLPHead(config).state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found != expected:
+        raise HeadCheckpointError(
+            f"{path} does not match its config (hidden_size={config.hidden_size}, "
+            f"head_hidden_size={config.head_hidden_size}): expected tensors {expected}, found {found}"
+        )
+    bad = [name for name, t in state.items() if not torch.isfinite(t).all()]
+    if bad:
+        raise HeadCheckpointError(f"{path} holds non-finite values in {bad}")
+    return state
+
+
+def save_head(
+    save_directory: str | os.PathLike, config: LogitMLPConfig, head: LogitMLPHead, card_text: str | None
+) -> list[Path]:
+    """Write a head-only repo and return the paths written."""
+    out = Path(save_directory)
+    if out.is_file():
+        raise ValueError(f"save_directory {out} is a file, expected a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out)
+    # contiguous CPU copies: safetensors refuses shared or strided storage
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in head.state_dict().items()}
+    save_file(tensors, out / HEAD_WEIGHTS_NAME, metadata={"format": "pt"})
+    written = [out / CONFIG_NAME, out / HEAD_WEIGHTS_NAME]
+    if card_text is not None:
+        (out / "README.md").write_text(card_text, encoding="utf-8")
+        written.append(out / "README.md")
+    return written

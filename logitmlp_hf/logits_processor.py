@@ -1,0 +1,95 @@
+"""`LogitMLPLogitsProcessor`: a head applied inside a *plain* base model's ``generate()``.
+
+A `LogitsProcessor` only receives ``(input_ids, scores)``; the head also needs the final hidden state. The processor
+therefore puts a forward pre-hook on the base's unembedding (``get_output_embeddings()``) that records the hidden
+state of the last position at every decoding step, and warps ``scores`` with it when ``generate`` calls it. The hook
+lives until :meth:`LogitMLPLogitsProcessor.remove` (or the end of a ``with`` block).
+
+Ordering: ``generate`` runs its built-in processors (repetition penalty, ``min_new_tokens``, bad words, ...) first,
+then user processors such as this one, then the temperature/top-k/top-p/min-p warpers. So the head sees the
+penalised scores (``-inf`` entries are ignored by its statistics) and the sampling warpers act on the warped
+distribution. :class:`~logitmlp_hf.LogitMLPForCausalLM` instead warps the model's output, before every processor;
+with no built-in processor active the two paths give the same distribution.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import LogitsProcessor
+
+from .base_loading import check_base_compatible, unwrap_causal_lm
+from .configuration_logitmlp import LogitMLPConfig
+from .head import LogitMLPHead
+from .head_repo import load_head_config, load_head_state_dict
+from .transform import warp_logits
+
+
+class LogitMLPLogitsProcessor(LogitsProcessor):
+    r"""
+    Warp next-token scores with a LogitMLP head during ``model.generate``.
+
+    Args:
+        head (:class:`LogitMLPHead`): the trained head.
+        model (`PreTrainedModel` or `PeftModel`): the model whose ``generate`` this processor is passed to.
+        config (:class:`LogitMLPConfig`, *optional*): the head's config, to check the model's sizes against.
+
+    Example:
+
+    ```python
+    >>> from logitmlp_hf import LogitMLPLogitsProcessor
+    >>> with LogitMLPLogitsProcessor.from_pretrained("user/smollm2-logitmlp-passk", base) as warp:
+    ...     out = base.generate(**inputs, do_sample=True, logits_processor=[warp], max_new_tokens=64)
+    ```
+    """
+
+    def __init__(self, head: LogitMLPHead, model: nn.Module, config: LogitMLPConfig | None = None) -> None:
+        if config is not None:
+            check_base_compatible(config, model)
+        self.head = head
+        self._last_hidden: torch.Tensor | None = None
+        unembedding = unwrap_causal_lm(model).get_output_embeddings()
+        self._handle = unembedding.register_forward_pre_hook(self._capture_last_hidden)
+
+    @classmethod
+    def from_pretrained(
+        cls, head_name_or_path: str | os.PathLike, model: nn.Module, **hub_kwargs: Any
+    ) -> LogitMLPLogitsProcessor:
+        """Load a head repo's head (not its base) and hook it to ``model``."""
+        config = load_head_config(head_name_or_path, **hub_kwargs)
+        head = LogitMLPHead(config)
+        head.load_state_dict(load_head_state_dict(head_name_or_path, config, **hub_kwargs))
+        device = unwrap_causal_lm(model).get_output_embeddings().weight.device
+        return cls(head.to(device).eval(), model, config=config)
+
+    def _capture_last_hidden(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self._last_hidden = args[0][:, -1]
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        hidden, self._last_hidden = self._last_hidden, None
+        if hidden is None:
+            raise RuntimeError(
+                "LogitMLPLogitsProcessor saw no hidden state for this step: pass it to the generate() of the model it "
+                "was built with, and do not call remove() before generating"
+            )
+        if hidden.shape[0] != scores.shape[0]:
+            raise RuntimeError(
+                f"batch mismatch: hidden states for {hidden.shape[0]} sequences, scores for {scores.shape[0]} "
+                "(assisted/speculative decoding, which scores several positions per step, is not supported)"
+            )
+        params = self.head(hidden.to(self.head.fc_in.weight.device), scores)
+        return warp_logits(scores, *params).to(scores.dtype)
+
+    def remove(self) -> None:
+        """Detach the hook from the model."""
+        self._handle.remove()
+
+    def __enter__(self) -> LogitMLPLogitsProcessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()

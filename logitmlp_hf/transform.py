@@ -1,0 +1,122 @@
+"""The LogitMLP transform as pure tensor functions.
+
+Every integration (the transformers wrapper, the `LogitsProcessor`, the trainer's log-probs, vLLM) is a thin
+adapter over these three functions, so the maths lives in exactly one place:
+
+1. :func:`logit_statistics` — max / mean / std of the logits over their *finite* entries, in float32, detached.
+2. :func:`warp_parameters` — the head's raw outputs ``(s̃1, s̃2, b̃)`` mapped to the bounded slopes and breakpoint
+   ``s_i = exp(log(bound)·(2σ(s̃_i) − 1))`` and ``b = max − scale·std·σ(b̃)``.
+3. :func:`warp_logits` — ``f(ℓ) = s1·ℓ + (s2 − s1)·ReLU(ℓ − b)``, applied element-wise.
+
+All functions accept any leading shape (``(vocab,)``, ``(batch, vocab)``, ``(batch, positions, vocab)``, ...);
+the statistics and warp parameters have the logits' shape without the last dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from .errors import NonFiniteLogitsError
+
+
+class LogitStatistics(NamedTuple):
+    """Per-row statistics of the logits over finite entries (float32, no gradient)."""
+
+    max: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def as_features(self) -> torch.Tensor:
+        """The three statistics stacked on a new last dimension, the order the head expects."""
+        return torch.stack((self.max, self.mean, self.std), dim=-1)
+
+
+class WarpParameters(NamedTuple):
+    """Slopes below (``s1``) and above (``s2``) the breakpoint ``b``; each has the logits' leading shape."""
+
+    s1: torch.Tensor
+    s2: torch.Tensor
+    b: torch.Tensor
+
+
+def logit_statistics(logits: torch.Tensor, check_finite: bool = True) -> LogitStatistics:
+    """Max, mean and (population) std of ``logits`` along the last dimension, ignoring ``-inf`` entries.
+
+    ``-inf`` entries are what other logits processors (``min_new_tokens``, bad-words, constrained decoding) and
+    vocabulary padding write; including them would make mean/std ``-inf``/NaN. The statistics are computed in
+    float32 whatever the model's dtype (bf16 sums over a 150k vocabulary lose the mean) and detached: the head
+    is conditioned on them, gradients must not flow through them.
+
+    Args:
+        logits (`torch.Tensor` of shape `(..., vocab_size)`): raw next-token logits.
+        check_finite (`bool`, *optional*, defaults to `True`):
+            Raise :class:`NonFiniteLogitsError` on NaN, ``+inf``, or a row without any finite entry. The check
+            costs one host synchronisation; turn it off only inside code that has already validated its input.
+    """
+    x = logits.detach().float()
+    finite = x > float("-inf")  # NaN compares False here but is caught by the max check below
+    count = finite.sum(dim=-1)
+    row_max = x.amax(dim=-1)
+    if check_finite and not bool(torch.isfinite(row_max).all()):
+        bad = int((~torch.isfinite(row_max)).sum())
+        raise NonFiniteLogitsError(
+            f"{bad} of {row_max.numel()} logit rows contain NaN or +inf, or have no finite entry at all; "
+            "the LogitMLP warp is undefined there. Check the base model's dtype (fp16 overflow) and any logits "
+            "processor that runs before the head."
+        )
+    zeros = torch.zeros((), dtype=x.dtype, device=x.device)
+    safe_count = count.clamp_min(1).to(x.dtype)
+    mean = torch.where(finite, x, zeros).sum(dim=-1) / safe_count
+    centred = torch.where(finite, x - mean.unsqueeze(-1), zeros)
+    std = (centred.square().sum(dim=-1) / safe_count).sqrt()
+    return LogitStatistics(row_max, mean, std)
+
+
+def warp_parameters(
+    raw: torch.Tensor,
+    stats: LogitStatistics,
+    slope_bound: float = 4.0,
+    breakpoint_scale: float = 4.0,
+) -> WarpParameters:
+    """Map the head's raw outputs to ``(s1, s2, b)`` with the bounded parameterisation.
+
+    ``s_i = exp(log(slope_bound) · (2σ(s̃_i) − 1))`` lies in ``(1/slope_bound, slope_bound)``, symmetric around 1 in
+    log space (``2σ(x) − 1 = tanh(x/2)``, used here for accuracy near 0), and
+    ``b = max − breakpoint_scale · std · σ(b̃)`` lies in ``(max − scale·std, max)``.
+
+    Args:
+        raw (`torch.Tensor` of shape `(..., 3)`): ``(s̃1, s̃2, b̃)``.
+        stats (:class:`LogitStatistics`): statistics of the logits being warped.
+        slope_bound (`float`, *optional*, defaults to `4.0`): the slopes' bound; must be > 1.
+        breakpoint_scale (`float`, *optional*, defaults to `4.0`): how many stds below the max ``b`` may go.
+    """
+    raw = raw.float()
+    log_slopes = math.log(slope_bound) * torch.tanh(0.5 * raw[..., :2])
+    slopes = log_slopes.exp()
+    b = stats.max - breakpoint_scale * stats.std * torch.sigmoid(raw[..., 2])
+    return WarpParameters(slopes[..., 0], slopes[..., 1], b)
+
+
+def warp_logits(logits: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``f(ℓ) = s1·ℓ + (s2 − s1)·ReLU(ℓ − b)``, element-wise, in float32.
+
+    Evaluated branch-wise as ``s1·ℓ`` below the breakpoint and ``s2·ℓ + (s1 − s2)·b`` above it. This is the same
+    function, but (i) each branch is a composition of monotone roundings, so in floating point two logits on the
+    same side of ``b`` can tie but never swap (the literal form adds an increasing and a decreasing term when
+    ``s2 < s1``, and rounding can swap neighbours), and (ii) equal slopes give exactly ``s·ℓ``: temperature and the
+    identity are bit-exact. Only logits within a few ulps of ``b`` on opposite sides can be affected by rounding.
+    ``-inf`` stays ``-inf``. The result is float32 even for bf16/fp16 logits: slopes up to 4 would otherwise overflow
+    fp16 and round away the small differences that the policy ratio in training depends on.
+
+    Args:
+        logits (`torch.Tensor` of shape `(..., vocab_size)`).
+        s1, s2, b (`torch.Tensor` of shape `(...)` or scalars): per-row slopes and breakpoint.
+    """
+    x = logits.float()
+    # Per-row parameters broadcast over the vocabulary dimension; scalars broadcast as they are.
+    s1, s2, b = (torch.as_tensor(v, dtype=torch.float32, device=x.device) for v in (s1, s2, b))
+    s1, s2, b = (v.unsqueeze(-1) if v.dim() else v for v in (s1, s2, b))
+    return torch.where(x > b, s2 * x + (s1 - s2) * b, s1 * x)
