@@ -14,7 +14,14 @@ from .head import LogitMLPHead  # noqa: E402
 from .logits_processor import LogitMLPLogitsProcessor  # noqa: E402
 from .modeling_logitmlp import LogitMLPCausalLMOutput, LogitMLPForCausalLM  # noqa: E402
 from .presets import apply_preset, preset_parameters  # noqa: E402
-from .transform import LogitStatistics, WarpParameters, logit_statistics, warp_logits, warp_parameters  # noqa: E402
+from .transform import (  # noqa: E402
+    LogitStatistics,
+    WarpParameters,
+    logit_statistics,
+    warp_kl,
+    warp_logits,
+    warp_parameters,
+)
 
 AutoConfig.register(LogitMLPConfig.model_type, LogitMLPConfig, exist_ok=True)
 AutoModelForCausalLM.register(LogitMLPConfig, LogitMLPForCausalLM, exist_ok=True)
@@ -34,6 +41,7 @@ __all__ = [
     "apply_preset",
     "logit_statistics",
     "preset_parameters",
+    "warp_kl",
     "warp_logits",
     "warp_parameters",
 ]

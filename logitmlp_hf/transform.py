@@ -120,3 +120,11 @@ def warp_logits(logits: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, b: tor
     s1, s2, b = (torch.as_tensor(v, dtype=torch.float32, device=x.device) for v in (s1, s2, b))
     s1, s2, b = (v.unsqueeze(-1) if v.dim() else v for v in (s1, s2, b))
     return torch.where(x > b, s2 * x + (s1 - s2) * b, s1 * x)
+
+
+def warp_kl(warped_logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(warped) ‖ softmax(base)) per row, in nats (float32); tokens masked to ``-inf`` contribute 0."""
+    log_w = torch.log_softmax(warped_logits.float(), dim=-1)
+    log_b = torch.log_softmax(base_logits.float(), dim=-1)
+    terms = log_w.exp() * (log_w - log_b)
+    return torch.where(torch.isneginf(log_w), torch.zeros_like(terms), terms).sum(-1)
