@@ -12,7 +12,7 @@ from .configuration_logitmlp import LogitMLPConfig  # noqa: E402
 from .errors import HeadCheckpointError, IncompatibleBaseModelError, LogitMLPError, NonFiniteLogitsError  # noqa: E402
 from .head import LogitMLPHead  # noqa: E402
 from .logits_processor import LogitMLPLogitsProcessor  # noqa: E402
-from .modeling_logitmlp import LogitMLPCausalLMOutput, LogitMLPForCausalLM  # noqa: E402
+from .modeling_logitmlp import LogitMLPCausalLMOutput, LogitMLPForCausalLM, LogitMLPPolicyOutput  # noqa: E402
 from .presets import apply_preset, preset_parameters  # noqa: E402
 from .transform import (  # noqa: E402
     LogitStatistics,
@@ -22,6 +22,18 @@ from .transform import (  # noqa: E402
     warp_logits,
     warp_parameters,
 )
+
+# The trainer pulls in TRL (seconds to import); load it only when asked for.
+_LAZY = {"LogitMLPGRPOConfig": ".grpo_config", "LogitMLPGRPOTrainer": ".grpo_trainer"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 AutoConfig.register(LogitMLPConfig.model_type, LogitMLPConfig, exist_ok=True)
 AutoModelForCausalLM.register(LogitMLPConfig, LogitMLPForCausalLM, exist_ok=True)
@@ -33,8 +45,11 @@ __all__ = [
     "LogitMLPConfig",
     "LogitMLPError",
     "LogitMLPForCausalLM",
+    "LogitMLPGRPOConfig",
+    "LogitMLPGRPOTrainer",
     "LogitMLPHead",
     "LogitMLPLogitsProcessor",
+    "LogitMLPPolicyOutput",
     "LogitStatistics",
     "NonFiniteLogitsError",
     "WarpParameters",

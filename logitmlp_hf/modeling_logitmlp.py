@@ -25,12 +25,14 @@ from huggingface_hub import CommitInfo, HfApi
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import ModelOutput
 
 from .base_loading import base_dimensions, check_base_compatible, describe_base, load_base_model, unwrap_causal_lm
 from .configuration_logitmlp import LogitMLPConfig
 from .head import LogitMLPHead
 from .head_repo import load_head_config, load_head_state_dict, save_head, split_hub_kwargs
 from .model_card import render_model_card
+from .policy_logprobs import Unembedding, warped_token_logprobs
 from .transform import WarpParameters
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,24 @@ class LogitMLPCausalLMOutput(CausalLMOutputWithPast):
     """
 
     base_logits: torch.FloatTensor | None = None
+    s1: torch.FloatTensor | None = None
+    s2: torch.FloatTensor | None = None
+    b: torch.FloatTensor | None = None
+
+
+@dataclass
+class LogitMLPPolicyOutput(ModelOutput):
+    r"""
+    Per-token results of the cached-features path of :meth:`LogitMLPForCausalLM.forward` (training updates).
+
+    logprobs (`torch.FloatTensor` of shape `(batch, tokens)`): log p(target) under softmax(f(ℓ)/T), with gradient.
+    entropy, kl_to_base (`torch.FloatTensor` of shape `(batch, tokens)`): of the warped policy (no gradient).
+    s1, s2, b (`torch.FloatTensor` of shape `(batch, tokens)`): the head's choices.
+    """
+
+    logprobs: torch.FloatTensor | None = None
+    entropy: torch.FloatTensor | None = None
+    kl_to_base: torch.FloatTensor | None = None
     s1: torch.FloatTensor | None = None
     s2: torch.FloatTensor | None = None
     b: torch.FloatTensor | None = None
@@ -219,8 +239,9 @@ class LogitMLPForCausalLM(PreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         output_base_logits: bool = False,
         output_warp_params: bool = False,
+        cached_features: dict[str, torch.Tensor] | None = None,
         **kwargs: Any,
-    ) -> LogitMLPCausalLMOutput:
+    ) -> LogitMLPCausalLMOutput | LogitMLPPolicyOutput:
         r"""
         The base model's forward with warped logits.
 
@@ -232,9 +253,16 @@ class LogitMLPForCausalLM(PreTrainedModel, GenerationMixin):
                 Targets for the causal-LM loss, computed on the *warped* distribution.
             output_base_logits (`bool`, *optional*): also return the unwarped logits.
             output_warp_params (`bool`, *optional*): also return ``(s1, s2, b)`` per position.
+            cached_features (`dict`, *optional*):
+                The training path: ``hidden`` `(B, T, d)`, ``logit_features`` `(B, T, 4)` and ``targets`` `(B, T)`
+                cached from a rollout (see :func:`~logitmlp_hf.policy_logprobs.cache_features`), plus optional
+                ``temperature`` and ``chunk_size``. The base model is not run; returns a
+                :class:`LogitMLPPolicyOutput`. Going through ``forward`` keeps DDP's gradient synchronisation.
             kwargs: passed to the base model's forward (e.g. ``cache_position``, ``output_hidden_states``).
         """
         base = self._require_base()
+        if cached_features is not None:
+            return self._policy_forward(**cached_features)
         if "logits_to_keep" in self._forward_params:
             kwargs["logits_to_keep"] = logits_to_keep
         elif not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
@@ -269,6 +297,22 @@ class LogitMLPForCausalLM(PreTrainedModel, GenerationMixin):
             s2=params.s2 if output_warp_params else None,
             b=params.b if output_warp_params else None,
         )
+
+    def _policy_forward(
+        self,
+        hidden: torch.Tensor,
+        logit_features: torch.Tensor,
+        targets: torch.Tensor,
+        temperature: float = 1.0,
+        chunk_size: int = 128,
+    ) -> LogitMLPPolicyOutput:
+        unembedding = Unembedding.from_model(unwrap_causal_lm(self._require_base()))
+        if not self._head_enabled:
+            raise RuntimeError("the cached-features path computes the warped policy; it has no meaning with the head off")
+        stats = warped_token_logprobs(
+            self.logitmlp_head, hidden, logit_features, targets, unembedding, temperature, chunk_size
+        )
+        return LogitMLPPolicyOutput(**stats._asdict())
 
     @torch.no_grad()
     def generate(self, *args: Any, **kwargs: Any) -> Any:

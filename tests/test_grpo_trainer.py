@@ -1,0 +1,227 @@
+"""LogitMLPGRPOTrainer on a tiny model: head-only updates, objectives, dynamic sampling, checkpoints, Hub, logging."""
+
+import logging
+import os
+
+import pytest
+import torch
+from conftest import char_tokenizer, tiny_llama
+from datasets import Dataset
+from safetensors.torch import load_file
+
+from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
+from logitmlp_hf.advantages import passk_advantages
+
+G = 4
+
+
+def _text(message):
+    return message if isinstance(message, str) else message[-1]["content"]
+
+
+def digit_reward(completions, **kwargs):
+    """1 if the completion contains a digit: random tiny models do so about half the time."""
+    return [float(any(ch.isdigit() for ch in _text(c))) for c in completions]
+
+
+def prompt_dependent_reward(completions, prompts, **kwargs):
+    """Constant 0 for prompts mentioning 'zero' (a group with no signal), the digit reward otherwise."""
+    text = [_text(p) for p in prompts]
+    return [0.0 if "zero" in t else r for t, r in zip(text, digit_reward(completions))]
+
+
+def dataset(n=16):
+    words = ["zero" if i % 2 else "one" for i in range(n)]
+    return Dataset.from_dict({"prompt": [[{"role": "user", "content": f"Say {w} {i}"}] for i, w in enumerate(words)]})
+
+
+def config(tmp_path, **kwargs):
+    defaults = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=G, max_completion_length=8,
+        max_steps=2, learning_rate=0.05, logging_steps=1, save_strategy="no", report_to=[], seed=0,
+        head_init_std=0.02, dataloader_num_workers=0, use_cpu=True,
+    )
+    defaults.update(kwargs)
+    return LogitMLPGRPOConfig(**defaults)
+
+
+def make_trainer(tmp_path, reward=digit_reward, model=None, **kwargs):
+    return LogitMLPGRPOTrainer(
+        model=model if model is not None else tiny_llama(),
+        reward_funcs=reward,
+        args=config(tmp_path, **kwargs),
+        train_dataset=dataset(),
+        processing_class=char_tokenizer(),
+    )
+
+
+def test_only_the_head_changes(tmp_path):
+    trainer = make_trainer(tmp_path)
+    before = {n: p.clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    for name, param in trainer.model.named_parameters():
+        if name.startswith("logitmlp_head."):
+            assert not torch.equal(param, before[name]), f"{name} did not change"
+        else:
+            assert torch.equal(param, before[name]), f"frozen {name} changed"
+    assert "forward" not in trainer.model.__dict__  # TRL's fused (unwarped) LM-head forward was removed
+
+
+def test_log_history_has_the_promised_metrics(tmp_path):
+    # tensorboard writes under output_dir/runs/ by default (transformers 5 reads TENSORBOARD_LOGGING_DIR, no arg)
+    trainer = make_trainer(tmp_path, num_iterations=2, report_to=["tensorboard"])
+    trainer.train()
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    for key in ["reward", "pass@4", "pass@1", "warp/kl_to_base", "warp/s1_mean", "warp/s1_std", "warp/s2_mean",
+                "warp/b_below_max_in_std_mean", "entropy", "clip_ratio/region_mean",
+                "dynamic_sampling/dropped_group_frac", "dynamic_sampling/extra_rounds"]:
+        assert key in logged, key
+    assert any(f.startswith("events.out.tfevents") for _, _, files in os.walk(tmp_path / "out") for f in files)
+
+
+def test_rollouts_are_sampled_from_the_warp_and_updates_use_the_cache(tmp_path):
+    trainer = make_trainer(tmp_path, dynamic_sampling=False)
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
+    assert batch["logitmlp_hidden"].shape[:2] == batch["completion_ids"].shape
+    assert batch["logitmlp_logit_features"].shape[-1] == 4
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    keep = batch["completion_ids"].shape[1]
+    trainer._loss_inputs = batch
+    cached, entropy, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep, compute_entropy=True)
+    trainer._loss_inputs = None
+    with torch.no_grad():
+        logits = trainer.model(ids, attention_mask=mask).logits[:, -keep - 1 : -1]
+    full = logits.log_softmax(-1).gather(-1, ids[:, -keep:, None]).squeeze(-1)
+    valid = batch["completion_mask"].bool()
+    assert torch.allclose(cached[valid], full[valid], atol=1e-5)
+    assert torch.all(cached[~valid] == 0) and torch.isfinite(entropy).all()
+
+
+def test_passk_objective_replaces_the_advantages(tmp_path):
+    trainer = make_trainer(tmp_path, objective="pass@k", pass_k=2, dynamic_sampling=False)
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
+    expected = passk_advantages(batch["logitmlp_rewards"].view(-1, G), k=2).view(-1)
+    assert torch.allclose(batch["advantages"], expected)
+    assert trainer.model.config.objective == "pass@k" and trainer.model.config.pass_k == 2
+
+
+def test_dynamic_sampling_refills_groups_without_signal(tmp_path):
+    trainer = make_trainer(tmp_path, reward=prompt_dependent_reward, max_dynamic_sampling_rounds=4)
+    trainer.model.train()
+    rows = [dataset()[i] for i in range(2) for _ in range(G)]  # prompt 1 says "zero": its group has no signal
+    batch = trainer._generate_and_score_completions(rows)
+    assert batch["completion_ids"].shape[0] == 2 * G
+    dropped = trainer._metrics["train"]["dynamic_sampling/dropped_group_frac"][-1]
+    assert dropped >= 0.5
+    groups = batch["logitmlp_rewards"].view(-1, G)
+    filled = batch["completion_mask"].view(2, G, -1).sum((1, 2)) > 0
+    assert all(g.max() > g.min() for g, f in zip(groups, filled) if f)  # every group kept for the loss has signal
+    assert batch["num_items_in_batch"] == batch["completion_mask"].sum()
+
+
+def test_all_groups_filtered_is_bounded_and_loud(tmp_path, caplog):
+    trainer = make_trainer(tmp_path, reward=lambda completions, **kw: [0.0] * len(completions),
+                           max_dynamic_sampling_rounds=2)
+    trainer.model.train()
+    with caplog.at_level(logging.WARNING, logger="logitmlp_hf.grpo_trainer"):
+        batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
+    assert "no learning signal" in caplog.text
+    assert trainer._metrics["train"]["dynamic_sampling/extra_rounds"][-1] == 2
+    assert batch["completion_mask"].sum() == 0 and batch["num_items_in_batch"] == 0
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test bypasses
+    loss = trainer._compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss) and loss == 0
+
+
+def test_a_raising_reward_function_gives_a_clear_error(tmp_path):
+    def broken(completions, **kwargs):
+        raise KeyError("answer")
+
+    trainer = make_trainer(tmp_path, reward=broken)
+    with pytest.raises(RuntimeError, match="reward function \\(broken\\) raised"):
+        trainer.train()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"beta": 0.1}, "beta must be 0"), ({"gradient_checkpointing": True}, "gradient_checkpointing"),
+     ({"pass_k": 5}, "pass_k=5"), ({"objective": "pass@2"}, "objective")],
+)
+def test_config_refuses_what_cannot_apply(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        config(tmp_path, **kwargs)
+
+
+def test_trainer_refuses_peft_config_and_vllm(tmp_path):
+    from peft import LoraConfig
+
+    with pytest.raises(ValueError, match="trains only the head"):
+        LogitMLPGRPOTrainer(tiny_llama(), digit_reward, args=config(tmp_path), train_dataset=dataset(),
+                            processing_class=char_tokenizer(), peft_config=LoraConfig())
+    with pytest.raises(NotImplementedError, match="vLLM"):
+        make_trainer(tmp_path, use_vllm=True)
+
+
+def test_head_on_a_lora_base_leaves_the_adapter_untouched(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base_dir = tmp_path / "base"
+    tiny_llama().save_pretrained(base_dir)
+    from transformers import AutoModelForCausalLM
+
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                          LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "lora")
+    trainer = make_trainer(tmp_path, model=str(tmp_path / "lora"))
+    base = trainer.model.get_base_model()
+    before = {n: p.clone() for n, p in base.named_parameters() if "lora_" in n}
+    assert before
+    trainer.train()
+    assert all(torch.equal(p, before[n]) for n, p in base.named_parameters() if "lora_" in n)
+    assert trainer.model.config.base_adapter_name_or_path == str(tmp_path / "lora")
+    assert trainer.model.config.base_model_name_or_path == str(base_dir)
+
+
+def test_checkpoints_hold_the_head_and_training_resumes(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    trainer.train()
+    ckpt = tmp_path / "out" / "checkpoint-2"
+    files = set(os.listdir(ckpt))
+    assert {"logitmlp_head.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"} <= files
+    assert any(f.startswith("rng_state") for f in files)
+    assert "model.safetensors" not in files  # no copy of the base
+    assert os.path.getsize(ckpt / "logitmlp_head.safetensors") < 200_000
+
+    resumed = make_trainer(tmp_path, max_steps=3, save_strategy="steps", save_steps=1)
+    loaded = {}
+    original = resumed._load_from_checkpoint
+
+    def spy(path, model=None):
+        original(path, model)
+        loaded.update({k: v.clone() for k, v in resumed.model.logitmlp_head.state_dict().items()})
+
+    resumed._load_from_checkpoint = spy
+    steps_run = []
+    step = resumed.training_step
+    resumed.training_step = lambda *a, **k: steps_run.append(1) or step(*a, **k)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    saved = load_file(ckpt / "logitmlp_head.safetensors")
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert resumed.state.global_step == 3
+    assert len(steps_run) == 1  # only step 3 ran after resuming (gradient_accumulation_steps=1)
+
+
+def test_saved_head_reloads_with_its_card(tmp_path):
+    trainer = make_trainer(tmp_path, objective="pass@k", pass_k=2)
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card()
+    out = tmp_path / "out"
+    card = (out / "README.md").read_text()
+    assert "pass@k (analytical pass@k advantage, k = 2)" in card and "objective: pass@k" in card
+    assert "| reward |" in card
+    reloaded = LogitMLPForCausalLM.from_pretrained(out, base_model=tiny_llama())
+    assert torch.equal(reloaded.logitmlp_head.fc_out.weight, trainer.model.logitmlp_head.fc_out.weight)
