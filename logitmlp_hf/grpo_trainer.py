@@ -142,6 +142,7 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         self.model.__dict__.pop("forward", None)
         self._loss_inputs: dict[str, Any] | None = None
         self._rollout_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._generation_record = None
         self._gathered_rewards: torch.Tensor | None = None
         self._refill_order: list[int] = []
         self._refill_generator = torch.Generator().manual_seed(args.seed + 7919 * (1 + self.accelerator.process_index))
@@ -178,6 +179,10 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
+    def _recorded_features(self, batch_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        record = getattr(self, "_generation_record", None)
+        return None if record is None else record.completion_features(batch_size, length)
+
     def _get_per_token_logps_and_entropies(
         self,
         model: nn.Module,
@@ -194,9 +199,11 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         if self._loss_inputs is not None:  # the update: features were cached with the rollout
             hidden = self._loss_inputs["logitmlp_hidden"]
             features = self._loss_inputs["logitmlp_logit_features"]
-        else:  # TRL's old-log-prob pass at rollout time: run the base once and keep the result as the cache
-            hidden, features = self._features_for(input_ids, attention_mask, logits_to_keep, batch_size)
-            self._rollout_cache = (hidden, features)
+        else:  # TRL's old-log-prob pass at rollout time: the features recorded by generate, or one base pass
+            self._rollout_cache = self._recorded_features(input_ids.shape[0], logits_to_keep)
+            if self._rollout_cache is None:
+                self._rollout_cache = self._features_for(input_ids, attention_mask, logits_to_keep, batch_size)
+            hidden, features = self._rollout_cache
         device = input_ids.device
         out = model(
             cached_features={
@@ -233,7 +240,8 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
     def _rollout(self, inputs: list[dict[str, Any]], mode: str, log: bool = True) -> dict[str, Any]:
         """TRL's rollout, then the cache, the objective's advantages and the warp's metrics."""
         self._rollout_cache = None
-        out = super()._generate_and_score_completions(inputs)
+        with self.model.record_generation_features() as self._generation_record:
+            out = super()._generate_and_score_completions(inputs)
         group = self.num_generations if mode == "train" else self.num_generations_eval
         rewards = self._weighted_rewards(self._gathered_rewards)
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
@@ -244,11 +252,13 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         out["logitmlp_rewards"] = rewards[local]
 
         if self._rollout_cache is None:
+            self._rollout_cache = self._recorded_features(*out["completion_ids"].shape)
+        if self._rollout_cache is None:  # generate was not ours (e.g. multi-turn tools): one pass of the base
             ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
             mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
             self._rollout_cache = self._features_for(ids, mask, out["completion_ids"].shape[1], None)
         out["logitmlp_hidden"], out["logitmlp_logit_features"] = self._rollout_cache
-        self._rollout_cache = None
+        self._rollout_cache = self._generation_record = None
         if log:
             self._log_rollout_metrics(out, rewards, group, mode)
         return out

@@ -33,7 +33,7 @@ from .head import LogitMLPHead
 from .head_repo import load_head_config, load_head_state_dict, save_head, split_hub_kwargs
 from .model_card import render_model_card
 from .policy_logprobs import Unembedding, warped_token_logprobs
-from .transform import WarpParameters
+from .transform import LogitStatistics, WarpParameters, logit_statistics, warp_logits
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,46 @@ class LogitMLPPolicyOutput(ModelOutput):
     b: torch.FloatTensor | None = None
 
 
+class GenerationFeatureRecord:
+    """What a training rollout needs, recorded while ``generate`` runs: per decoding step and sequence, the hidden
+    state that predicted the next token and its logit features (max, mean, std, log-sum-exp), so the update never
+    has to run the base model again. Filled by :meth:`LogitMLPForCausalLM.record_generation_features`."""
+
+    def __init__(self) -> None:
+        self.hidden: list[torch.Tensor] = []
+        self.features: list[torch.Tensor] = []
+        self.generate_calls = 0
+
+    def add(self, hidden: torch.Tensor, logits: torch.Tensor, stats: LogitStatistics) -> None:
+        lse = torch.logsumexp(logits[:, -1].float(), dim=-1)
+        last = LogitStatistics(*(t[:, -1] for t in stats))
+        self.hidden.append(hidden[:, -1].detach())
+        self.features.append(torch.stack((last.max, last.mean, last.std, lse), dim=-1))
+
+    def completion_features(self, batch_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(hidden (B, length, d), features (B, length, 4))`` for the first ``length`` generated tokens, or
+        ``None`` when the record does not describe exactly one ``generate`` call of ``batch_size`` sequences."""
+        if self.generate_calls != 1 or len(self.hidden) < length or not self.hidden:
+            return None
+        if self.hidden[0].shape[0] != batch_size:
+            return None
+        return torch.stack(self.hidden[:length], dim=1), torch.stack(self.features[:length], dim=1)
+
+
 class _WarpSession:
     """Hooks that make one call of the base model return warped logits (see the module docstring)."""
 
-    def __init__(self, head: LogitMLPHead, base: nn.Module, keep_base_logits: bool = False) -> None:
+    def __init__(
+        self,
+        head: LogitMLPHead,
+        base: nn.Module,
+        keep_base_logits: bool = False,
+        record: GenerationFeatureRecord | None = None,
+    ) -> None:
         self.head = head
         self.lm = unwrap_causal_lm(base)
         self.keep_base_logits = keep_base_logits
+        self.record = record
         self.hidden: torch.Tensor | None = None
         self.base_logits: torch.Tensor | None = None
         self.params: WarpParameters | None = None
@@ -112,7 +145,12 @@ class _WarpSession:
                 "hidden states, so the LogitMLP head cannot see them"
                 + ("" if hidden is None else f" (hidden {tuple(hidden.shape)} vs logits {tuple(logits.shape)})")
             )
-        warped, self.params = self.head.warp(hidden.to(self.head.fc_in.weight.device), logits)
+        hidden = hidden.to(self.head.fc_in.weight.device)
+        stats = logit_statistics(logits)
+        self.params = self.head(hidden, logits, stats)
+        warped = warp_logits(logits, *self.params)
+        if self.record is not None:
+            self.record.add(hidden, logits, stats)
         if self.keep_base_logits:
             self.base_logits = logits
         output["logits"] = warped.to(logits.device)
@@ -222,10 +260,21 @@ class LogitMLPForCausalLM(PreTrainedModel, GenerationMixin):
         finally:
             self._head_enabled = previous
 
-    def _session(self, keep_base_logits: bool = False) -> contextlib.AbstractContextManager:
+    def _session(self, keep_base_logits: bool = False, record: GenerationFeatureRecord | None = None):
         if not self._head_enabled:
             return contextlib.nullcontext()
-        return _WarpSession(self.logitmlp_head, self._require_base(), keep_base_logits)
+        return _WarpSession(self.logitmlp_head, self._require_base(), keep_base_logits, record)
+
+    @contextlib.contextmanager
+    def record_generation_features(self) -> Iterator[GenerationFeatureRecord]:
+        """Within this context, ``generate`` records each step's hidden state and logit features (see
+        :class:`GenerationFeatureRecord`): the trainer's rollout cache, captured at no extra forward pass."""
+        record = GenerationFeatureRecord()
+        self._feature_record = record
+        try:
+            yield record
+        finally:
+            self._feature_record = None
 
     def forward(
         self,
@@ -317,7 +366,10 @@ class LogitMLPForCausalLM(PreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """The base model's ``generate``, sampling from the warped distribution (see ``transformers`` docs)."""
-        with self._session():
+        record = getattr(self, "_feature_record", None)
+        if record is not None:
+            record.generate_calls += 1
+        with self._session(record=record):
             return self._require_base().generate(*args, **kwargs)
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -79,10 +79,17 @@ def test_log_history_has_the_promised_metrics(tmp_path):
     assert any(f.startswith("events.out.tfevents") for _, _, files in os.walk(tmp_path / "out") for f in files)
 
 
-def test_rollouts_are_sampled_from_the_warp_and_updates_use_the_cache(tmp_path):
-    trainer = make_trainer(tmp_path, dynamic_sampling=False)
+@pytest.mark.parametrize("num_iterations", [1, 2])  # 2: TRL also asks for old log-probs at rollout time
+def test_rollouts_are_sampled_from_the_warp_and_updates_use_the_cache(tmp_path, num_iterations):
+    trainer = make_trainer(tmp_path, dynamic_sampling=False, num_iterations=num_iterations)
     trainer.model.train()
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the features should come from generate(), not from another pass of the base")
+
+    trainer._features_for = no_second_pass
     batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
+    assert ("old_per_token_logps" in batch) == (num_iterations == 2)
     assert batch["logitmlp_hidden"].shape[:2] == batch["completion_ids"].shape
     assert batch["logitmlp_logit_features"].shape[-1] == 4
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
