@@ -35,6 +35,7 @@ from trl.rewards import get_soft_overlong_punishment
 
 from .advantages import pass_at_k, passk_advantages
 from .base_loading import load_base_model, resolve_model_path, unwrap_causal_lm
+from .checkpoints import last_complete_checkpoint
 from .grpo_config import LogitMLPGRPOConfig
 from .head_repo import HEAD_WEIGHTS_NAME
 from .modeling_logitmlp import LogitMLPForCausalLM
@@ -394,6 +395,16 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         return merged
 
     # ------------------------------------------------------------------------------- checkpoints and the Hub
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """`Trainer.train`; ``resume_from_checkpoint=True`` picks the newest *complete* checkpoint (Trainer would take
+        the highest-numbered directory even if a kill left it half-written)."""
+        if resume_from_checkpoint is True or resume_from_checkpoint in ("true", "True"):
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
+            logger.info("Resuming from %s", resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Load the head from a checkpoint (Trainer looks for full-model weight files, which heads never have)."""
         model = model if model is not None else self.model
