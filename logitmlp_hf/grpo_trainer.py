@@ -301,11 +301,6 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
                 metrics[f"{name}_std"].append(gathered.std().item() if gathered.numel() > 1 else 0.0)
             else:
                 metrics[name].append(gathered.mean().item())
-        for func, name in zip(self.reward_funcs, self.reward_func_names):
-            counters = func.stats() if hasattr(func, "stats") else None
-            for key, value in (counters or {}).items():
-                if key != "n_calls":
-                    metrics[f"rewards/{name}/{key}"].append(float(value))
 
     # ------------------------------------------------------------------------------------- dynamic sampling
     def _dynamic_sampling(self, out: dict[str, Any]) -> dict[str, Any]:
