@@ -428,7 +428,10 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
             "gradient_accumulation_steps", "max_completion_length", "temperature", "epsilon", "epsilon_high",
             "loss_type", "scale_rewards", "dynamic_sampling", "max_steps", "num_train_epochs", "seed",
         )
-        return yaml.safe_dump({k: getattr(self.args, k) for k in keys}, sort_keys=False)
+        values = {k: getattr(self.args, k) for k in keys}
+        if self.args.objective != "pass@k":
+            del values["pass_k"]
+        return yaml.safe_dump(values, sort_keys=False)
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
                           tags: str | list[str] | None = None) -> None:

@@ -56,7 +56,7 @@ class ScriptArguments:
     instruction: str | None = field(
         default=None, metadata={"help": "Text appended to every question (e.g. ask for a \\boxed{} answer)."}
     )
-    n_train_problems: int = field(default=2048, metadata={"help": "Arithmetic: number of training problems."})
+    n_train_problems: int = field(default=360, metadata={"help": "Arithmetic: number of training problems."})
     n_eval_problems: int = field(default=0, metadata={"help": "Arithmetic: held-out problems for evaluation."})
     arithmetic_max_operand: int = field(default=20, metadata={"help": "Arithmetic: operands are in [0, this]."})
     arithmetic_n_operands: int = field(default=2, metadata={"help": "Arithmetic: operands per problem."})
