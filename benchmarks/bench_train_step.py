@@ -1,0 +1,149 @@
+"""One optimisation step on the same rollouts: LogitMLPGRPOTrainer vs TRL's GRPOTrainer (LoRA and full-parameter).
+
+All three trainers get the same batch of real rollouts from the embedded SmolLM2-135M-Instruct (fp32, CPU):
+``prompts × num_generations`` sequences with exactly ``--completion-tokens`` sampled tokens each, sampled from the
+warp with the features recorded during generation (as the trainer does). One *step* is what happens between two
+rollouts on the training side: ``_compute_loss`` (policy log-probs with gradient, DAPO loss) + backward +
+optimizer step. For TRL that includes its forward+backward through the model (TRL's own fused, chunked LM-head
+log-probs; gradient checkpointing off, its fastest setting); for the head it is the cached-feature update.
+
+    python benchmarks/bench_train_step.py
+    python benchmarks/bench_train_step.py --completion-tokens 160 --repeats 3
+
+Prints a table and ``RESULT speedup_vs_trl_lora``, ``RESULT speedup_vs_trl_full`` (baseline time ÷ head time) and
+``RESULT peak_mem_mb`` (peak resident memory of the process during the head's step, model weights included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+
+import psutil
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from trl import GRPOConfig, GRPOTrainer
+
+from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
+from logitmlp_hf.offline_model import load_embedded_model
+
+
+class PeakRSS:
+    """Peak resident memory (MB) of this process while the block runs, sampled every 2 ms."""
+
+    def __enter__(self) -> PeakRSS:
+        self._proc = psutil.Process()
+        self.before = self.peak = self._proc.memory_info().rss / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
+
+
+def make_rollouts(model: LogitMLPForCausalLM, tokenizer, n_prompts: int, group: int, tokens: int) -> dict:
+    prompts = [f"What is {3 * i + 4} + {7 * i + 2}?" for i in range(n_prompts)]
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts for _ in range(group)]
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    torch.manual_seed(0)
+    with model.record_generation_features() as record:
+        seqs = model.generate(**enc, do_sample=True, max_new_tokens=tokens, min_new_tokens=tokens,
+                              pad_token_id=tokenizer.pad_token_id)
+    completion = seqs[:, enc["input_ids"].shape[1]:]
+    hidden, features = record.completion_features(*completion.shape)
+    rewards = torch.tensor([float(i % 2) for i in range(len(texts))])  # half right per group: every group has signal
+    advantages = (rewards.view(-1, group) - rewards.view(-1, group).mean(1, keepdim=True)).view(-1)
+    mask = torch.ones_like(completion)
+    return {
+        "prompt_ids": enc["input_ids"], "prompt_mask": enc["attention_mask"],
+        "completion_ids": completion, "completion_mask": mask,
+        "advantages": advantages, "num_items_in_batch": mask.sum(),
+        "logitmlp_hidden": hidden, "logitmlp_logit_features": features,
+    }
+
+
+def time_steps(trainer, batch: dict, repeats: int) -> tuple[float, float, float]:
+    """Median seconds of one step, and (before, peak) RSS in MB over the measured steps."""
+    trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
+    trainer.create_optimizer()
+    model = trainer.model
+
+    def step() -> None:
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+
+    model.train()
+    step()  # warm-up: allocator, optimizer state
+    times = []
+    with PeakRSS() as mem:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), mem.before, mem.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--num-generations", type=int, default=4)
+    parser.add_argument("--completion-tokens", type=int, default=160)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    batch_size = args.prompts * args.num_generations
+    common = dict(per_device_train_batch_size=batch_size, num_generations=args.num_generations, max_steps=1,
+                  report_to=[], use_cpu=True, bf16=False, gradient_checkpointing=False, loss_type="dapo",
+                  max_completion_length=args.completion_tokens, save_strategy="no")
+    dummy = Dataset.from_dict({"prompt": ["x"] * batch_size})
+    reward = lambda completions, **kw: [0.0] * len(completions)  # noqa: E731  (never called: no generation here)
+    results = {}
+    with tempfile.TemporaryDirectory() as out:
+        base, tokenizer = load_embedded_model()
+        model = LogitMLPForCausalLM.from_base_model(base, init_std=0.02)
+        batch = make_rollouts(model, tokenizer, args.prompts, args.num_generations, args.completion_tokens)
+        n_tokens = int(batch["completion_mask"].sum())
+        print(f"rollouts: {batch_size} sequences × {args.completion_tokens} completion tokens = {n_tokens} tokens, "
+              f"SmolLM2-135M-Instruct fp32, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+        head = LogitMLPGRPOTrainer(model, reward, args=LogitMLPGRPOConfig(output_dir=out, **common),
+                                   train_dataset=dummy, processing_class=tokenizer)
+        results["LogitMLP head (this package)"] = time_steps(head, batch, args.repeats)
+        del head
+
+        for name, peft_config in [("TRL GRPO + LoRA r=16 (all linear)", LoraConfig(r=16, lora_alpha=32,
+                                                                                    target_modules="all-linear")),
+                                  ("TRL GRPO full-parameter", None)]:
+            policy, _ = load_embedded_model()
+            trainer = GRPOTrainer(policy, reward, args=GRPOConfig(output_dir=out, learning_rate=1e-6, **common),
+                                  train_dataset=dummy, processing_class=tokenizer, peft_config=peft_config)
+            results[name] = time_steps(trainer, {k: v for k, v in batch.items() if not k.startswith("logitmlp")},
+                                       args.repeats)
+            del trainer, policy
+
+    print(f"\n{'trainer':<38} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12} {'+MB in step':>12}")
+    for name, (seconds, before, peak) in results.items():
+        print(f"{name:<38} {seconds:>8.3f} {n_tokens / seconds:>9.0f} {peak:>12.0f} {peak - before:>12.0f}")
+    t_head = results["LogitMLP head (this package)"][0]
+    print(f"RESULT speedup_vs_trl_lora={results['TRL GRPO + LoRA r=16 (all linear)'][0] / t_head:.2f}")
+    print(f"RESULT speedup_vs_trl_full={results['TRL GRPO full-parameter'][0] / t_head:.2f}")
+    print(f"RESULT peak_mem_mb={results['LogitMLP head (this package)'][2]:.0f}")
+
+
+if __name__ == "__main__":
+    main()
