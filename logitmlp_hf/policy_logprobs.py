@@ -112,7 +112,7 @@ class _WarpedTargetLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s1, s2, b, hidden, targets, row_max, base_lse, unembedding, temperature, chunk_size):  # noqa: D102
-        outs = [[] for _ in range(7)]
+        outs = [[s1.new_empty(0)] for _ in range(7)]  # an empty batch (no completion tokens) stays well-defined
         for start in range(0, hidden.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             logits = unembedding.logits(hidden[rows])

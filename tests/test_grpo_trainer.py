@@ -232,3 +232,22 @@ def test_saved_head_reloads_with_its_card(tmp_path):
     assert "| reward |" in card
     reloaded = LogitMLPForCausalLM.from_pretrained(out, base_model=tiny_llama())
     assert torch.equal(reloaded.logitmlp_head.fc_out.weight, trainer.model.logitmlp_head.fc_out.weight)
+
+
+def test_overlong_shaping_adds_trls_soft_punishment(tmp_path):
+    trainer = make_trainer(tmp_path, overlong_buffer_length=4, reward_weights=[2.0], dynamic_sampling=False)
+    assert trainer.reward_func_names[-1] == "soft_overlong_punishment_reward"
+    assert trainer.reward_weights.tolist() == [2.0, 1.0]
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
+    lengths = batch["completion_mask"].sum(1)
+    digits = torch.tensor(digit_reward([trainer.processing_class.decode(c[:n]) for c, n in
+                                        zip(batch["completion_ids"], lengths)]))
+    penalty = torch.where(lengths <= 4, 0.0, (4 - lengths).float() / 4)  # max_completion_length 8, buffer 4
+    assert torch.allclose(batch["logitmlp_rewards"], 2.0 * digits + penalty)
+
+
+def test_evaluation_runs_on_the_warp_and_logs_eval_metrics(tmp_path):
+    trainer = make_trainer(tmp_path, per_device_eval_batch_size=8, num_generations_eval=4)
+    metrics = trainer.evaluate(eval_dataset=dataset(8))
+    assert "eval_pass@4" in metrics and "eval_warp/kl_to_base" in metrics and "eval_loss" in metrics

@@ -79,3 +79,14 @@ def test_lora_on_lm_head_is_refused_with_a_clear_error():
     lm = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["lm_head"])).get_base_model()
     with pytest.raises(NotImplementedError, match="merge_and_unload"):
         Unembedding.from_model(lm)
+
+
+def test_an_empty_batch_of_tokens_is_fine():
+    model, ids, mask = _setup()
+    lm = model.get_base_model()
+    head = model.logitmlp_head
+    out = warped_token_logprobs(head, torch.zeros(0, 48), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
+                                Unembedding.from_model(lm))
+    assert out.logprobs.shape == (0,)
+    out.logprobs.sum().backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in head.parameters())
