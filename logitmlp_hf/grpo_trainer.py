@@ -216,6 +216,8 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
             }
         )
         valid = attention_mask[:, -logits_to_keep:].bool()
+        if self._loss_inputs is not None:
+            self._log_warp_metrics(out, valid)
         # padded positions must be exactly 0, not NaN·0 (TRL multiplies by the mask)
         logps = torch.where(valid, out.logprobs, torch.zeros_like(out.logprobs))
         entropy = torch.where(valid, out.entropy, torch.zeros_like(out.entropy)) if compute_entropy else None
@@ -272,25 +274,21 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _log_rollout_metrics(self, out: dict[str, Any], rewards: torch.Tensor, group: int, mode: str) -> None:
+        """In-batch pass@k and pass@1 of the rollout (the warp's own statistics come from the update's pass)."""
         metrics = self._metrics[mode]
         correct = (rewards.nan_to_num(nan=-float("inf")) >= self.args.correct_threshold).view(-1, group).sum(1)
         k = min(self.args.pass_k, group)
         metrics[f"pass@{k}"].append(sum(pass_at_k(group, int(c), k) for c in correct) / len(correct))
         metrics["pass@1"].append(float(correct.float().mean() / group))
 
-        policy = self.model(
-            cached_features={
-                "hidden": out["logitmlp_hidden"],
-                "logit_features": out["logitmlp_logit_features"],
-                "targets": out["completion_ids"],
-                "temperature": self.temperature,
-                "chunk_size": self.args.logprob_chunk_size,
-            }
-        )
-        valid = out["completion_mask"].bool()
-        stats = out["logitmlp_logit_features"][..., 2]
-        below_max = (out["logitmlp_logit_features"][..., 0] - policy.b) / stats.clamp_min(1e-6)
-        # means of KL and entropy; mean and spread of the head's choices (b as stds below the max, in (0, 4))
+    @torch.no_grad()
+    def _log_warp_metrics(self, policy: Any, valid: torch.Tensor) -> None:
+        """KL(warp‖base) and entropy means, mean and spread of s1, s2 and b (as stds below the max, in (0, 4)).
+
+        Read off the update's own cached-feature pass, so logging costs no extra vocabulary pass."""
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        features = self._loss_inputs["logitmlp_logit_features"].to(policy.b.device)
+        below_max = (features[..., 0] - policy.b) / features[..., 2].clamp_min(1e-6)
         spread = {"warp/s1": policy.s1, "warp/s2": policy.s2, "warp/b_below_max_in_std": below_max}
         for name, tensor in {"warp/kl_to_base": policy.kl_to_base, "warp/entropy": policy.entropy, **spread}.items():
             gathered = self.accelerator.gather(tensor[valid].float().contiguous().view(-1, 1)).view(-1)
