@@ -1,4 +1,4 @@
-"""The ``logitmlp`` console script. Subcommands: ``demo``."""
+"""The ``logitmlp`` console script. Subcommands: ``demo``, ``eval``, ``sweep``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(func=demo.run_demo)
+
+    from . import evaluation, temperature_sweep
+
+    eval_parser = commands.add_parser(
+        "eval", help="n samples per problem from decoding policies (temperature, heads, baselines): Table-1 metrics",
+        description=evaluation.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluation.add_eval_arguments(eval_parser)
+    eval_parser.set_defaults(func=evaluation.run_eval)
+
+    sweep_parser = commands.add_parser(
+        "sweep", help="GLOBAL-T*: best fixed temperature on validation, reported on test, with the Pareto plot",
+        description=temperature_sweep.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    temperature_sweep.add_sweep_arguments(sweep_parser)
+    sweep_parser.set_defaults(func=temperature_sweep.run_sweep)
     return parser
 
 

@@ -272,7 +272,11 @@ def make_arithmetic_splits(
     full = make_arithmetic_dataset(
         dataclasses.replace(config, n_problems=n_train + n_test), system_prompt=system_prompt, instruction=instruction
     )
-    return full.select(range(n_test, n_test + n_train)), full.select(range(n_test))
+    # datasets rejects an empty range that starts at the end (select(range(n, n)) on n rows), so spell empty as []
+    def rows(start: int, stop: int) -> Dataset:
+        return full.select(range(start, stop) if stop > start else [])
+
+    return rows(n_test, n_test + n_train), rows(0, n_test)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -295,3 +295,10 @@ def test_datasets_feed_the_reward(dapo_jsonl, tmp_path):
     completions = [[{"role": "assistant", "content": rf"\boxed{{{a}}}"}] for a in ds["answer"]]
     columns = {k: ds[k] for k in ds.column_names if k != "prompt"}
     assert reward(prompts=ds["prompt"], completions=completions, **columns) == [1.0] * 4
+
+
+def test_arithmetic_splits_allow_an_empty_side():
+    train, test = make_arithmetic_splits(ArithmeticTaskConfig(seed=3), n_train=0, n_test=5)
+    assert len(train) == 0 and len(test) == 5
+    train, test = make_arithmetic_splits(ArithmeticTaskConfig(seed=3), n_train=4, n_test=0)
+    assert len(train) == 4 and len(test) == 0

@@ -1,0 +1,288 @@
+"""GLOBAL-T*: the best fixed temperature of the base model, chosen on a validation split and reported on test.
+
+The strongest static baseline of the source's Table 1 (METHOD.md §4): sweep temperatures of the base model on
+validation problems, keep the one with the best selection metric (mean accuracy by default, or ``best@k``), and
+evaluate it on held-out test problems, so the reported number was not tuned on the problems it is reported on.
+
+[`pareto_plot`] draws the source's Figure 2: best@1 (= mean accuracy) against best@k, the temperature sweep as a
+connected line labelled with T, and heads or stacked checkpoints as labelled markers. A head that sits above and to
+the right of the whole sweep is better than every fixed temperature at both precision and coverage.
+
+Command line (wired into the ``logitmlp`` console script)::
+
+    logitmlp sweep --temperatures 0.2 0.4 0.6 0.8 1.0 1.2 --head outputs/demo-head --dataset arithmetic \\
+        --n-validation 50 --n-problems 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .evaluation import DecodingPolicy, EvalResults, PolicyResults, evaluate
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SweepResults",
+    "add_sweep_arguments",
+    "global_temperature_sweep",
+    "pareto_plot",
+    "run_sweep",
+    "temperature_policy",
+]
+
+SELECTION_METRICS = ("mean_accuracy", "best@k", "maj@k", "worst@k")
+
+
+def temperature_policy(temperature: float) -> DecodingPolicy:
+    """The base model at a fixed temperature, named ``T=<t>``."""
+    return DecodingPolicy(name=f"T={temperature:g}", kind="temperature", temperature=float(temperature))
+
+
+@dataclass
+class SweepResults:
+    """A GLOBAL-T* run.
+
+    Args:
+        temperatures (`list[float]`): The swept temperatures.
+        selection_metric (`str`): Metric maximised on validation.
+        best_temperature (`float`): The selected T* (ties → the lower temperature).
+        validation ([`EvalResults`]): Every temperature on the validation split.
+        test ([`EvalResults`], *optional*): T* on the test split (every temperature if the sweep was also run on
+            test, for the Pareto plot).
+        markers (`dict[str, PolicyResults]`): Other policies (heads) on the test split, for the plot.
+    """
+
+    temperatures: list[float]
+    selection_metric: str
+    best_temperature: float
+    validation: EvalResults
+    test: EvalResults | None = None
+    markers: dict[str, PolicyResults] = field(default_factory=dict)
+
+    @property
+    def best(self) -> PolicyResults | None:
+        """T*'s results on the test split."""
+        if self.test is None:
+            return None
+        return self.test.policies.get(temperature_policy(self.best_temperature).name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "temperatures": self.temperatures,
+            "selection_metric": self.selection_metric,
+            "best_temperature": self.best_temperature,
+            "validation": self.validation.to_dict(),
+            "test": self.test.to_dict() if self.test is not None else None,
+            "markers": {name: r.to_dict() for name, r in self.markers.items()},
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+def global_temperature_sweep(
+    model,
+    tokenizer,
+    validation,
+    test,
+    temperatures: Sequence[float],
+    selection_metric: str = "mean_accuracy",
+    sweep_on_test: bool = False,
+    **evaluate_kwargs: Any,
+) -> SweepResults:
+    """Sweep fixed temperatures on ``validation``, pick T* by ``selection_metric``, evaluate T* on ``test``.
+
+    Args:
+        model: The base model (a `LogitMLPForCausalLM` is evaluated through its base).
+        tokenizer: Its tokenizer.
+        validation (`datasets.Dataset`): Problems for selecting T (disjoint from ``test``).
+        test (`datasets.Dataset`, *optional*): Problems to report T* on; ``None`` skips the test evaluation.
+        temperatures (`Sequence[float]`): Temperatures to try (> 0 for a meaningful best@k).
+        selection_metric (`str`, *optional*, defaults to `"mean_accuracy"`): One of ``"mean_accuracy"``,
+            ``"best@k"``, ``"maj@k"``, ``"worst@k"``. Ties go to the lowest temperature.
+        sweep_on_test (`bool`, *optional*, defaults to `False`): Also evaluate every temperature on test (what the
+            Pareto plot compares heads against), not only T*.
+        evaluate_kwargs: Passed to [`~logitmlp_hf.evaluation.evaluate`] (``n_samples``, ``seed``,
+            ``max_new_tokens``, ``batch_size``, ...).
+
+    Returns:
+        [`SweepResults`].
+    """
+    if selection_metric not in SELECTION_METRICS:
+        raise ValueError(f"selection_metric must be one of {SELECTION_METRICS}, got {selection_metric!r}")
+    if not temperatures:
+        raise ValueError("no temperatures to sweep")
+    temperatures = sorted({float(t) for t in temperatures})
+    policies = [temperature_policy(t) for t in temperatures]
+    evaluate_kwargs.pop("rollouts_path", None)
+    evaluate_kwargs.pop("results_path", None)
+    logger.info("Sweeping %d temperatures on %d validation problems", len(temperatures), len(validation))
+    val = evaluate(model, tokenizer, validation, policies, **evaluate_kwargs)
+    scores = [val[p.name].metrics[selection_metric].value for p in policies]
+    # Strictly greater keeps the first (lowest) temperature among ties: the least random of equally good ones.
+    best_index = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    best = temperatures[best_index]
+    logger.info("T* = %g (%s %.3f on validation)", best, selection_metric, scores[best_index])
+    test_results = None
+    if test is not None:
+        test_policies = policies if sweep_on_test else [policies[best_index]]
+        test_results = evaluate(model, tokenizer, test, test_policies, **evaluate_kwargs)
+    return SweepResults(temperatures, selection_metric, best, val, test_results)
+
+
+def _point(result: PolicyResults | EvalResults | tuple[float, float], k_key: str) -> tuple[float, float]:
+    if isinstance(result, tuple):
+        return result
+    if isinstance(result, EvalResults):
+        result = next(iter(result.policies.values()))
+    return result.metrics["mean_accuracy"].value, result.metrics[k_key].value
+
+
+def pareto_plot(
+    sweep_results: SweepResults | EvalResults | Mapping[float, PolicyResults],
+    markers: Mapping[str, PolicyResults | EvalResults | tuple[float, float]] | None = None,
+    *,
+    k_key: str = "best@k",
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    ax=None,
+):
+    """Best@1 (mean accuracy) vs best@k: the temperature sweep as a labelled line, heads as labelled markers.
+
+    Args:
+        sweep_results ([`SweepResults`], [`EvalResults`] or `Mapping[float, PolicyResults]`): The sweep. From a
+            [`SweepResults`], the test-split sweep is drawn if every temperature was run on test, else the
+            validation sweep (the title says which). An [`EvalResults`] is read policy by policy (temperature
+            policies only).
+        markers (`Mapping[str, ...]`, *optional*): Name → results (or an ``(x, y)`` point) for heads or stacked
+            checkpoints. Defaults to ``sweep_results.markers`` for a [`SweepResults`].
+        k_key (`str`, *optional*, defaults to `"best@k"`): The y metric (e.g. ``"pass@4"`` for another k).
+        title (`str`, *optional*): Plot title.
+        path (`str` or `os.PathLike`, *optional*): Save the figure here (PNG by extension).
+        ax (`matplotlib.axes.Axes`, *optional*): Draw into these axes instead of a new figure.
+
+    Returns:
+        `matplotlib.figure.Figure`.
+    """
+    # A bare Figure (not pyplot) needs no GUI backend and is not kept alive by pyplot's figure registry.
+    from matplotlib.figure import Figure
+
+    split = None
+    if isinstance(sweep_results, SweepResults):
+        if markers is None:
+            markers = sweep_results.markers
+        on_test = sweep_results.test is not None and all(
+            temperature_policy(t).name in sweep_results.test.policies for t in sweep_results.temperatures
+        )
+        source, split = (sweep_results.test, "test") if on_test else (sweep_results.validation, "validation")
+        sweep = {t: source[temperature_policy(t).name] for t in sweep_results.temperatures}
+    elif isinstance(sweep_results, EvalResults):
+        sweep = {
+            r.policy.temperature: r for r in sweep_results.policies.values() if r.policy.kind == "temperature"
+        }
+    else:
+        sweep = dict(sweep_results)
+    if not sweep:
+        raise ValueError("no temperature results to plot")
+    k = None
+    for result in sweep.values():
+        k = len(result.problems[0]["correct"]) if result.problems else None
+        break
+    y_label = k_key.replace("@k", f"@{k}") if k else k_key
+
+    if ax is None:
+        fig = Figure(figsize=(6, 4.5))
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    temps = sorted(sweep)
+    xs = [sweep[t].metrics["mean_accuracy"].value for t in temps]
+    ys = [sweep[t].metrics[k_key].value for t in temps]
+    ax.plot(xs, ys, "-o", color="0.45", markersize=4, label="temperature sweep (base)", zorder=2)
+    for t, x, y in zip(temps, xs, ys):
+        ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="0.3")
+    for i, (name, result) in enumerate((markers or {}).items()):
+        x, y = _point(result, k_key)
+        ax.scatter([x], [y], marker="*^sDvP"[i % 6], s=120, zorder=3, label=name)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("best@1 (mean accuracy)")
+    ax.set_ylabel(y_label)
+    ax.set_title(title or f"{y_label} vs best@1" + (f" ({split} split)" if split else ""))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``logitmlp sweep``."""
+    from .evaluation import add_common_arguments
+
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0, 1.2])
+    parser.add_argument("--select-by", choices=SELECTION_METRICS, default="mean_accuracy",
+                        help="validation metric that picks T*")
+    parser.add_argument("--n-validation", type=int, default=50,
+                        help="validation problems (held out before the test problems)")
+    parser.add_argument("--head", action="append", default=[], dest="heads",
+                        help="head repo (dir or Hub id) evaluated on test and drawn as a marker; repeatable")
+    parser.add_argument("--sweep-on-test", action="store_true",
+                        help="also run every temperature on test, so the plot compares heads on the same problems")
+    add_common_arguments(parser)
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/sweep"))
+
+
+def run_sweep(args: argparse.Namespace) -> Path:
+    """Run ``logitmlp sweep``: print validation and test tables, write ``sweep.json`` and ``pareto.png``.
+
+    Returns:
+        `Path`: The output directory.
+    """
+    from .evaluation import dataset_from_args, load_model_for_eval
+
+    print(f"Loading {args.base_model or 'the embedded SmolLM2-135M-Instruct'} ...", flush=True)
+    model, tokenizer = load_model_for_eval(args)
+    validation = dataset_from_args(args, split="validation", n_validation=args.n_validation)
+    test = dataset_from_args(args, split="test", n_validation=args.n_validation)
+    if len(validation) == 0:
+        raise SystemExit("the validation split is empty: pass --n-validation > 0")
+    common = dict(n_samples=args.n_samples, batch_size=args.batch_size, seed=args.seed,
+                  max_new_tokens=args.max_new_tokens, n_resamples=args.n_resamples, no_answer=args.no_answer,
+                  progress=False, config={"dataset": args.dataset, "command": "sweep"})
+    print(f"Sweeping T in {args.temperatures} on {len(validation)} validation problems "
+          f"({args.n_samples} samples each) ...", flush=True)
+    sweep = global_temperature_sweep(model, tokenizer, validation, test, args.temperatures,
+                                     selection_metric=args.select_by, sweep_on_test=args.sweep_on_test, **common)
+    if args.heads:
+        heads = [DecodingPolicy(name=f"head:{h}", kind="head", head=h) for h in args.heads]
+        head_results = evaluate(model, tokenizer, test, heads, **common)
+        sweep.markers = dict(head_results.policies)
+    output_dir = Path(args.output_dir)
+    sweep.save(output_dir / "sweep.json")
+    pareto_plot(sweep, path=output_dir / "pareto.png")
+
+    print("\nValidation (selection by %s):" % args.select_by)
+    print(sweep.validation.format_table())
+    print(f"\nGLOBAL-T*: T* = {sweep.best_temperature:g}. Test split ({len(test)} problems):")
+    test_table = EvalResults(sweep.test.config, {**sweep.test.policies, **sweep.markers})
+    print(test_table.format_table())
+    print(f"\nWritten: {output_dir / 'sweep.json'}, {output_dir / 'pareto.png'}")
+    return output_dir
