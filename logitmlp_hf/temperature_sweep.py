@@ -218,6 +218,8 @@ def pareto_plot(
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("best@1 (mean accuracy)")
     ax.set_ylabel(y_label)
+    if split == "validation" and markers:  # never let a reader compare points from different problems unawares
+        split = "sweep on validation, markers on test"
     ax.set_title(title or f"{y_label} vs best@1" + (f" ({split} split)" if split else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -269,8 +271,10 @@ def run_sweep(args: argparse.Namespace) -> Path:
                   progress=False, config={"dataset": args.dataset, "command": "sweep"})
     print(f"Sweeping T in {args.temperatures} on {len(validation)} validation problems "
           f"({args.n_samples} samples each) ...", flush=True)
+    # Heads are plotted against the sweep, so both must be measured on the same (test) problems.
+    sweep_on_test = args.sweep_on_test or bool(args.heads)
     sweep = global_temperature_sweep(model, tokenizer, validation, test, args.temperatures,
-                                     selection_metric=args.select_by, sweep_on_test=args.sweep_on_test, **common)
+                                     selection_metric=args.select_by, sweep_on_test=sweep_on_test, **common)
     if args.heads:
         heads = [DecodingPolicy(name=f"head:{h}", kind="head", head=h) for h in args.heads]
         head_results = evaluate(model, tokenizer, test, heads, **common)

@@ -182,6 +182,10 @@ def test_sweep_end_to_end_and_pareto_plot(tmp_path):
     fig = pareto_plot(s, markers={"head": (0.4, 0.7)}, path=tmp_path / "pareto.png")
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert len(fig.axes) == 1 and "best@2" in fig.axes[0].get_ylabel()
+    assert fig.axes[0].get_title().endswith("(test split)")  # sweep and markers on the same problems
+    s.test.policies = {name: r for name, r in s.test.policies.items() if name == f"T={s.best_temperature:g}"}
+    mixed = pareto_plot(s, markers={"head": (0.4, 0.7)})
+    assert "sweep on validation, markers on test" in mixed.axes[0].get_title()
     s.save(tmp_path / "sweep.json")
     assert json.loads((tmp_path / "sweep.json").read_text())["best_temperature"] == s.best_temperature
 
