@@ -123,3 +123,16 @@ def test_any_leading_shape():
         assert stats.max.shape == shape[:-1]
         params = warp_parameters(torch.randn(*shape[:-1], 3), stats)
         assert warp_logits(logits, *params).shape == shape
+
+
+def test_unmasked_fast_path_agrees_with_the_masked_computation():
+    logits = torch.randn(4, 7, 3000) * 6
+    fast = logit_statistics(logits)
+    masked = logits.clone()
+    masked[..., -1] = float("-inf")  # forces the masked path; compare on the same finite entries
+    slow = logit_statistics(masked)
+    reference = logit_statistics(logits[..., :-1])
+    for a, b in zip(slow, reference):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(fast.mean, logits.mean(-1), atol=1e-5)
+    assert torch.allclose(fast.std, logits.std(-1, correction=0), atol=1e-5)
