@@ -1,4 +1,4 @@
-"""The ``logitmlp`` console script. Subcommands: ``demo``, ``eval``, ``sweep``."""
+"""The ``logitmlp`` console script. Subcommands: ``demo``, ``eval``, ``sweep``, ``analyze``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     temperature_sweep.add_sweep_arguments(sweep_parser)
     sweep_parser.set_defaults(func=temperature_sweep.run_sweep)
+
+    from . import analysis
+
+    analyze_parser = commands.add_parser(
+        "analyze", help="per-token analysis of a head on saved rollouts: KL, T*, top-6, following words; report",
+        description=analysis.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    analysis.add_analyze_arguments(analyze_parser)
+    analyze_parser.set_defaults(func=analysis.run_analyze)
     return parser
 
 
