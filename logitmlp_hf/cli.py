@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
@@ -14,39 +15,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show info-level logs")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from . import demo
-
-    demo_parser = commands.add_parser(
-        "demo", help="a head on the embedded SmolLM2: base vs warped samples and per-token (s1, s2, b)",
-        description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(func=demo.run_demo)
-
-    from . import evaluation, temperature_sweep
-
-    eval_parser = commands.add_parser(
-        "eval", help="n samples per problem from decoding policies (temperature, heads, baselines): Table-1 metrics",
-        description=evaluation.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    evaluation.add_eval_arguments(eval_parser)
-    eval_parser.set_defaults(func=evaluation.run_eval)
-
-    sweep_parser = commands.add_parser(
-        "sweep", help="GLOBAL-T*: best fixed temperature on validation, reported on test, with the Pareto plot",
-        description=temperature_sweep.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    temperature_sweep.add_sweep_arguments(sweep_parser)
-    sweep_parser.set_defaults(func=temperature_sweep.run_sweep)
-
-    from . import analysis
-
-    analyze_parser = commands.add_parser(
-        "analyze", help="per-token analysis of a head on saved rollouts: KL, T*, top-6, following words; report",
-        description=analysis.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    analysis.add_analyze_arguments(analyze_parser)
-    analyze_parser.set_defaults(func=analysis.run_analyze)
+    # (name, module, function adding its arguments, function running it, one-line help)
+    subcommands = [
+        ("demo", "demo", "add_arguments", "run_demo",
+         "a head on the embedded SmolLM2: base vs warped samples and per-token (s1, s2, b)"),
+        ("eval", "evaluation", "add_eval_arguments", "run_eval",
+         "n samples per problem from decoding policies (temperature, heads, baselines): Table-1 metrics"),
+        ("sweep", "temperature_sweep", "add_sweep_arguments", "run_sweep",
+         "GLOBAL-T*: best fixed temperature on validation, reported on test, with the Pareto plot"),
+        ("analyze", "analysis", "add_analyze_arguments", "run_analyze",
+         "per-token analysis of a head on saved rollouts: KL, T*, top-6, following words; report"),
+    ]
+    for name, module_name, add_arguments, run, help_text in subcommands:
+        module = importlib.import_module(f".{module_name}", __package__)
+        sub = commands.add_parser(name, help=help_text, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        getattr(module, add_arguments)(sub)
+        sub.set_defaults(func=getattr(module, run))
     return parser
 
 

@@ -43,15 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import (
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    MinPLogitsWarper,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from .eval_metrics import NO_ANSWER_MODES, MetricValue, compute_metrics, group_equivalent_answers
 
@@ -264,30 +256,12 @@ class SeededGumbelSampler(LogitsProcessor):
         return scores.float() + gumbel
 
 
-class _RowTemperature(LogitsProcessor):
-    """Divides each row's scores by its own temperature (multi-temperature rollouts)."""
-
-    def __init__(self, temperatures: Sequence[float], device: torch.device | str) -> None:
-        if any(t <= 0 for t in temperatures):
-            raise ValueError("multi-temperature sampling needs temperatures > 0")
-        self.temperatures = torch.tensor(list(temperatures), dtype=torch.float32, device=device)[:, None]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return scores.float() / self.temperatures
-
-
 def _warpers(policy: DecodingPolicy) -> list[LogitsProcessor]:
     """transformers' own warpers, in the order ``generate(do_sample=True)`` applies them."""
-    warpers: list[LogitsProcessor] = []
-    if not policy.greedy and policy.temperature != 1.0:
-        warpers.append(TemperatureLogitsWarper(policy.temperature))
-    if policy.top_k is not None:
-        warpers.append(TopKLogitsWarper(top_k=policy.top_k))
-    if policy.top_p is not None and policy.top_p < 1.0:
-        warpers.append(TopPLogitsWarper(top_p=policy.top_p))
-    if policy.min_p is not None:
-        warpers.append(MinPLogitsWarper(min_p=policy.min_p))
-    return warpers
+    from .baselines import static_warpers
+
+    temperature = 1.0 if policy.greedy else policy.temperature
+    return list(static_warpers(temperature, top_k=policy.top_k, top_p=policy.top_p, min_p=policy.min_p))
 
 
 def _baseline_processors(
@@ -298,11 +272,11 @@ def _baseline_processors(
     if policy.baseline == "multi_temperature" and "temperatures" in policy.baseline_kwargs:
         # The row layout is ours, so the per-sample temperatures are applied here rather than by a processor that
         # would have to guess it: sample s of every problem gets the s-th of the split.
-        from .baselines import split_samples_across_temperatures
+        from .baselines import MultiTemperatureProcessor, split_samples_across_temperatures
 
         temps = policy.baseline_kwargs["temperatures"]
         split = split_samples_across_temperatures(n_samples, list(temps if isinstance(temps, list) else [temps]))
-        return [_RowTemperature([split[s] for _, s in rows], device)]
+        return [MultiTemperatureProcessor([split[s] for _, s in rows])]
     from .baselines import make_baseline_processor
 
     return [make_baseline_processor(policy.baseline, **policy.baseline_kwargs)]

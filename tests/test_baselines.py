@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_modeling import _batch
 from conftest import VOCAB, tiny_llama
 from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
@@ -33,14 +34,7 @@ def _uniform_scores(ks, value=2.0, vocab=16):
 
 
 def _left_padded(lengths=(5, 3), seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(lengths):
-        ids[row, width - n :] = torch.randint(3, VOCAB, (n,), generator=gen)
-        mask[row, width - n :] = 1
-    return ids, mask
+    return _batch(lengths=lengths, seed=seed)
 
 
 def _generate(model, ids, mask, processor, seed=0, **kwargs):

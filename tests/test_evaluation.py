@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import types
 
 import pytest
 from conftest import char_tokenizer, tiny_llama
@@ -124,13 +122,9 @@ def test_baseline_policy_uses_the_factory(monkeypatch):
         calls.append((name, kwargs))
         return TemperatureLogitsWarper(kwargs["t"])
 
-    def split_samples_across_temperatures(n, temperatures):
-        return [temperatures[i % len(temperatures)] for i in range(n)]
+    import logitmlp_hf.baselines as baselines
 
-    fake = types.ModuleType("logitmlp_hf.baselines")
-    fake.make_baseline_processor = make_baseline_processor
-    fake.split_samples_across_temperatures = split_samples_across_temperatures
-    monkeypatch.setitem(sys.modules, "logitmlp_hf.baselines", fake)
+    monkeypatch.setattr(baselines, "make_baseline_processor", make_baseline_processor)
     model = tiny_llama()
     r = run(model, ["baseline:fake:t=0.5", "temperature:0.5", "baseline:multi_temperature:temperatures=0.5"])
     assert calls and calls[0] == ("fake", {"t": 0.5})
