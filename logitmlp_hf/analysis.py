@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .modeling_logitmlp import LogitMLPForCausalLM
-from .transform import logit_statistics, warp_kl
+from .transform import kl_from_log_probs, logit_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -313,22 +313,23 @@ def _reduce_rows(
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("kl", "top1", "b_max", "b_std", "t", "ids", "pb", "pw")}
     for start in range(0, warped.shape[0], chunk_rows):
         w, b = warped[start : start + chunk_rows].float(), base[start : start + chunk_rows].float()
-        kl = warp_kl(w, b)
+        # One log-softmax per distribution serves the KL and the candidates' probabilities.
+        log_w, log_b = torch.log_softmax(w, -1), torch.log_softmax(b, -1)
+        kl = kl_from_log_probs(log_w, log_b)
         stats = logit_statistics(b, check_finite=False)
-        lse_b, lse_w = torch.logsumexp(b, -1), torch.logsumexp(w, -1)
-        top_vals, top_ids = b.topk(N_CANDIDATES, dim=-1)
+        top_ids = b.topk(N_CANDIDATES, dim=-1).indices
         t_star = torch.full_like(kl, float("nan"))
         active = kl > active_kl
         if bool(active.any()):
             t_star[active] = effective_temperature(w[active], b[active])
         out["kl"].append(kl)
-        out["top1"].append((stats.max - lse_b).exp())
+        out["top1"].append(log_b.gather(-1, top_ids[:, :1]).squeeze(-1).exp())
         out["b_max"].append(stats.max)
         out["b_std"].append(stats.std)
         out["t"].append(t_star)
         out["ids"].append(top_ids)
-        out["pb"].append((top_vals - lse_b.unsqueeze(-1)).exp())
-        out["pw"].append((w.gather(-1, top_ids) - lse_w.unsqueeze(-1)).exp())
+        out["pb"].append(log_b.gather(-1, top_ids).exp())
+        out["pw"].append(log_w.gather(-1, top_ids).exp())
     return {k: torch.cat(v) for k, v in out.items()}
 
 

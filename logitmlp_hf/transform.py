@@ -130,7 +130,12 @@ def warp_logits(logits: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, b: tor
 
 def warp_kl(warped_logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
     """KL(softmax(warped) ‖ softmax(base)) per row, in nats (float32); tokens masked to ``-inf`` contribute 0."""
-    log_w = torch.log_softmax(warped_logits.float(), dim=-1)
-    log_b = torch.log_softmax(base_logits.float(), dim=-1)
+    return kl_from_log_probs(
+        torch.log_softmax(warped_logits.float(), dim=-1), torch.log_softmax(base_logits.float(), dim=-1)
+    )
+
+
+def kl_from_log_probs(log_w: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """KL(w ‖ b) per row from log-probabilities the caller already has; ``-inf`` entries of ``log_w`` contribute 0."""
     terms = log_w.exp() * (log_w - log_b)
     return torch.where(torch.isneginf(log_w), torch.zeros_like(terms), terms).sum(-1)
