@@ -287,6 +287,14 @@ def _baseline_processors(
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented UTF-8 JSON, creating parent directories; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
 @dataclass
 class PolicyResults:
     """One policy's evaluation.
@@ -361,10 +369,7 @@ class EvalResults:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the results as JSON (creating parent directories) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EvalResults:

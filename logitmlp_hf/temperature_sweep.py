@@ -17,7 +17,6 @@ Command line (wired into the ``logitmlp`` console script)::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .evaluation import DecodingPolicy, EvalResults, PolicyResults, evaluate
+from .evaluation import DecodingPolicy, EvalResults, PolicyResults, evaluate, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +84,7 @@ class SweepResults:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
+        return write_json(path, self.to_dict())
 
 
 def global_temperature_sweep(
