@@ -96,6 +96,19 @@ def test_effective_temperature_is_the_kl_minimiser_and_clamps_to_the_range():
     assert effective_temperature(base[:0], base[:0]).shape == (0,)
 
 
+@pytest.mark.parametrize("bins", [16, 256])
+def test_effective_temperature_histogram_stage_matches_the_full_vocabulary_solve(bins):
+    # The test vocabularies are smaller than the default 4096 bins, so force the histogram stage: a coarse one
+    # only changes where the exact Newton steps start, never the answer.
+    gen = torch.Generator().manual_seed(2)
+    base = torch.randn(32, 3000, generator=gen) * torch.linspace(0.5, 5, 32).unsqueeze(-1)
+    base[:6, :500] = float("-inf")
+    b = base.amax(-1) - 1.5 * base.std(-1)
+    warped = torch.where(base > b[:, None], 2.5 * base - 1.5 * b[:, None], 0.6 * base)
+    reference = effective_temperature(warped, base, bins=None)
+    torch.testing.assert_close(effective_temperature(warped, base, bins=bins), reference, rtol=5e-5, atol=0)
+
+
 def test_effective_temperature_end_to_end_through_a_temperature_head():
     tokenizer = char_tokenizer()
     model = LogitMLPForCausalLM.from_base_model(tiny_llama()).eval()
