@@ -104,7 +104,8 @@ def load_base_model(
     """
     name_or_path = str(name_or_path)
     hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
-    if find_adapter_config_file(name_or_path, revision=revision, **hub) is not None:
+    # Ask about the resolved path: the embedded model's Hub id must not trigger a Hub request (offline by design).
+    if find_adapter_config_file(resolve_model_path(name_or_path), revision=revision, **hub) is not None:
         from peft import PeftConfig
 
         adapter_config = PeftConfig.from_pretrained(name_or_path, revision=revision, **hub)

@@ -1,4 +1,4 @@
-"""The ``logitmlp`` console script. Subcommands: ``demo``, ``eval``, ``sweep``, ``analyze``."""
+"""The ``logitmlp`` console script. Subcommands: ``reproduce``, ``demo``, ``eval``, ``sweep``, ``analyze``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # (name, module, function adding its arguments, function running it, one-line help)
     subcommands = [
+        ("reproduce", "reproduce", "add_reproduce_arguments", "run_reproduce",
+         "the main job: train pass@1 and pass@k heads on the embedded SmolLM2, compare with GLOBAL-T* (Table 1)"),
         ("demo", "demo", "add_arguments", "run_demo",
          "a head on the embedded SmolLM2: base vs warped samples and per-token (s1, s2, b)"),
         ("eval", "evaluation", "add_eval_arguments", "run_eval",

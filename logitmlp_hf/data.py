@@ -38,6 +38,7 @@ __all__ = [
     "load_math_jsonl",
     "make_arithmetic_dataset",
     "make_arithmetic_splits",
+    "make_arithmetic_train_validation_test",
 ]
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -277,6 +278,34 @@ def make_arithmetic_splits(
         return full.select(range(start, stop) if stop > start else [])
 
     return rows(n_test, n_test + n_train), rows(0, n_test)
+
+
+def make_arithmetic_train_validation_test(
+    config: ArithmeticTaskConfig,
+    n_train: int,
+    n_validation: int,
+    n_test: int,
+    system_prompt: str | None = None,
+    instruction: str | None = None,
+) -> tuple[Dataset, Dataset, Dataset]:
+    """Disjoint (train, validation, test) arithmetic sets, laid out as ``logitmlp eval`` and ``logitmlp sweep`` see them.
+
+    From one seeded stream of distinct problems: test = the first ``n_test``, validation = the next
+    ``n_validation``, train = the ``n_train`` after those. So ``logitmlp eval --n-problems <n_test>`` evaluates
+    exactly these test problems, ``logitmlp sweep --n-validation <n_validation>`` selects on exactly these
+    validation problems, and training never sees either.
+
+    Returns:
+        `tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset]`: ``(train, validation, test)``.
+    """
+    if min(n_train, n_validation, n_test) < 0:
+        raise ValueError(f"set sizes must be non-negative, got {n_train}, {n_validation}, {n_test}")
+    rest, test = make_arithmetic_splits(config, n_validation + n_train, n_test, system_prompt, instruction)
+
+    def rows(start: int, stop: int) -> Dataset:
+        return rest.select(range(start, stop) if stop > start else [])
+
+    return rows(n_validation, n_validation + n_train), rows(0, n_validation), test
 
 
 # --------------------------------------------------------------------------------------------------------------------

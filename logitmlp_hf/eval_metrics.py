@@ -57,6 +57,7 @@ __all__ = [
     "canonical_answer",
     "compute_metrics",
     "group_equivalent_answers",
+    "paired_difference",
     "per_problem_metrics",
     "unique_fraction",
 ]
@@ -411,3 +412,41 @@ def compute_metrics(
     ordered = {key: metrics.pop(key) for key in order if key in metrics}
     ordered.update(metrics)  # pass@1 … pass@k, in order
     return ordered
+
+
+def paired_difference(
+    correct_a: Sequence[Sequence[bool]],
+    correct_b: Sequence[Sequence[bool]],
+    metric: str,
+    answers_a: Sequence[Sequence[str | None]] | None = None,
+    answers_b: Sequence[Sequence[str | None]] | None = None,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    no_answer: str = "category",
+) -> MetricValue:
+    """``metric(a) − metric(b)`` on the same problems, with a *paired* bootstrap CI (problems resampled jointly).
+
+    Two policies evaluated on the same problems share the problems' difficulty; resampling the per-problem
+    differences removes that shared variance, so the interval is much narrower than comparing the two separate
+    intervals, and an interval excluding 0 is the right test for "a beats b on this problem distribution".
+
+    Args:
+        correct_a, correct_b (`Sequence[Sequence[bool]]`): Per problem (same order), per-sample correctness.
+        metric (`str`): A key of [`per_problem_metrics`], e.g. ``"best@k"``, ``"mean_accuracy"``.
+        answers_a, answers_b (`Sequence[Sequence[str | None]]`, *optional*): Grouped answers, for the diversity
+            metrics.
+        n_resamples, confidence, seed, no_answer: As in [`compute_metrics`].
+
+    Returns:
+        [`MetricValue`] of the difference of means.
+    """
+    a = per_problem_metrics(correct_a, answers_a, no_answer)
+    b = per_problem_metrics(correct_b, answers_b, no_answer)
+    if metric not in a or metric not in b:
+        raise KeyError(f"metric {metric!r} is not available for both policies (diversity metrics need answers)")
+    if a[metric].shape != b[metric].shape:
+        raise ValueError(f"the two policies were evaluated on different numbers of problems: "
+                         f"{a[metric].size} vs {b[metric].size}")
+    return bootstrap_ci(a[metric] - b[metric], n_resamples=n_resamples, confidence=confidence, seed=seed)

@@ -372,13 +372,17 @@ class EvalResults:
         return write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> EvalResults:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    def from_dict(cls, data: dict[str, Any]) -> EvalResults:
         return cls(
             config=data["config"],
             policies={name: PolicyResults.from_dict(p) for name, p in data["policies"].items()},
             versions=data.get("versions", {}),
         )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EvalResults:
+        """Read a ``results.json`` written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def format_table(self, columns: Sequence[str] | None = None) -> str:
         """The metrics of every policy as a text table with CIs (see [`format_metrics_table`])."""
@@ -406,14 +410,14 @@ def format_metrics_table(results: EvalResults, columns: Sequence[str] | None = N
     return "\n".join(lines)
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that determine the samples and the grading."""
+def library_versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Versions of the libraries that determine the samples and the grading (plus ``extra`` installed packages)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
 
     out = {"python": platform.python_version(), "logitmlp_hf": __version__}
-    for package in ("torch", "transformers", "math-verify", "numpy", "datasets"):
+    for package in ("torch", "transformers", "math-verify", "numpy", "datasets", *extra):
         try:
             out[package] = version(package)
         except PackageNotFoundError:
@@ -442,10 +446,9 @@ def load_eval_dataset(
 
     Splits, so that temperature selection never sees the reported problems:
 
-    - ``arithmetic``: ``split="test"`` is the test split of
-      [`~logitmlp_hf.data.make_arithmetic_splits`] with the given seed and sizes (the training recipe's held-out
-      problems when it used the same seed and ``n_eval_problems >= n_problems``); ``split="validation"`` is the
-      ``n_validation`` problems after the first ``n_problems``.
+    - ``arithmetic``: ``split="test"`` is the first ``n_problems`` of the seeded stream and ``split="validation"``
+      the ``n_validation`` after them, as in [`~logitmlp_hf.data.make_arithmetic_train_validation_test`]; the
+      training recipes and ``logitmlp reproduce`` train only on problems after both.
     - everything else: ``split="validation"`` is the first ``n_validation`` problems in file order, ``split="test"``
       the ``n_problems`` after them (all the rest when ``n_problems`` is ``None``).
 

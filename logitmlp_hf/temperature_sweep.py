@@ -17,6 +17,7 @@ Command line (wired into the ``logitmlp`` console script)::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -86,6 +87,19 @@ class SweepResults:
     def save(self, path: str | os.PathLike) -> Path:
         return write_json(path, self.to_dict())
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SweepResults:
+        """Read a ``sweep.json`` written by :meth:`save`."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(
+            temperatures=data["temperatures"],
+            selection_metric=data["selection_metric"],
+            best_temperature=data["best_temperature"],
+            validation=EvalResults.from_dict(data["validation"]),
+            test=EvalResults.from_dict(data["test"]) if data["test"] is not None else None,
+            markers={name: PolicyResults.from_dict(p) for name, p in data.get("markers", {}).items()},
+        )
+
 
 def global_temperature_sweep(
     model,
@@ -153,6 +167,7 @@ def pareto_plot(
     title: str | None = None,
     path: str | os.PathLike | None = None,
     ax=None,
+    other_sweeps: Mapping[str, Mapping[float, PolicyResults]] | None = None,
 ):
     """Best@1 (mean accuracy) vs best@k: the temperature sweep as a labelled line, heads as labelled markers.
 
@@ -167,6 +182,8 @@ def pareto_plot(
         title (`str`, *optional*): Plot title.
         path (`str` or `os.PathLike`, *optional*): Save the figure here (PNG by extension).
         ax (`matplotlib.axes.Axes`, *optional*): Draw into these axes instead of a new figure.
+        other_sweeps (`Mapping[str, Mapping[float, PolicyResults]]`, *optional*): Further temperature sweeps on the
+            same problems, e.g. of a LoRA-tuned checkpoint, drawn as labelled lines (label → temperature → results).
 
     Returns:
         `matplotlib.figure.Figure`.
@@ -208,6 +225,14 @@ def pareto_plot(
     ax.plot(xs, ys, "-o", color="0.45", markersize=4, label="temperature sweep (base)", zorder=2)
     for t, x, y in zip(temps, xs, ys):
         ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="0.3")
+    for i, (label, other) in enumerate((other_sweeps or {}).items()):
+        o_temps = sorted(other)
+        o_xs = [other[t].metrics["mean_accuracy"].value for t in o_temps]
+        o_ys = [other[t].metrics[k_key].value for t in o_temps]
+        ax.plot(o_xs, o_ys, "--o", color=f"C{(i + 6) % 10}", markersize=4, label=f"temperature sweep ({label})",
+                zorder=2)
+        for t, x, y in zip(o_temps, o_xs, o_ys):
+            ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.3")
     for i, (name, result) in enumerate((markers or {}).items()):
         x, y = _point(result, k_key)
         ax.scatter([x], [y], marker="*^sDvP"[i % 6], s=120, zorder=3, label=name)

