@@ -85,6 +85,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     base, tokenizer = load_embedded_model(dtype=getattr(torch, args.dtype))
+    torch.manual_seed(0)  # the head's init decides how many positions are active, i.e. how many T* solves
     model = LogitMLPForCausalLM.from_base_model(base, init_std=args.init_std)
     rollouts = _rollouts(tokenizer, args.rollouts, args.tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -92,12 +92,17 @@ def plot_training_curves(curves: Mapping[str, list[tuple[int, float]]], path: Pa
 
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()
-    for name, points in curves.items():
+    for i, (name, points) in enumerate(curves.items()):
         if points:
-            steps, rewards = zip(*points)
-            ax.plot(steps, rewards, "-", marker=".", label=name)
+            steps, rewards = map(np.asarray, zip(*points))
+            ax.plot(steps, rewards, ":", marker=".", color=f"C{i}", alpha=0.5)
+            # A step sees only a few prompts: the running mean over 5 steps shows the trend.
+            window = min(5, len(rewards))
+            smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, "-", color=f"C{i}", label=f"{name} (5-step mean)")
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("mean rollout reward (after dynamic sampling)")
+    ax.set_ylabel("rollout reward")
+    ax.set_title("training reward per step (batch after dynamic sampling)", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -322,8 +327,8 @@ def _markdown(config, sweep, rows, header, table_rows, diff_header, diff_rows, c
         f"- Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
         f"device {machine['device']}; {machine['platform']}, Python {machine['python']}.",
         "- Versions: " + ", ".join(f"{name} {v}" for name, v in versions.items()),
-        f"- Wall time: {total / 60:.1f} min (" + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items()) + ")"
-        + (" — stages that were already done are not counted" if len(timings) else ""),
+        f"- Time in stages: {total / 60:.1f} min (" + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items())
+        + "; each stage timed when it ran, model loading between stages not included)",
         "",
     ]
     return "\n".join(lines)

@@ -236,14 +236,14 @@ def pareto_plot(
     for i, (name, result) in enumerate((markers or {}).items()):
         x, y = _point(result, k_key)
         ax.scatter([x], [y], marker="*^sDvP"[i % 6], s=120, zorder=3, label=name)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("best@1 (mean accuracy)")
     ax.set_ylabel(y_label)
     if split == "validation" and markers:  # never let a reader compare points from different problems unawares
         split = "sweep on validation, markers on test"
     ax.set_title(title or f"{y_label} vs best@1" + (f" ({split} split)" if split else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    # Markers are named by the legend only: heads often land close together, where text labels would collide.
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
