@@ -54,6 +54,7 @@ class LogitMLPGRPOConfig(GRPOConfig):
     Args:
         head_hidden_size (`int`, *optional*, defaults to `256`): width of the head's hidden layer.
         head_init_std (`float`, *optional*): std of the head's output layer at init (default: the config's).
+        head_slope_bound (`float`, *optional*): the slopes' bound, slopes in ``(1/b, b)`` (default: the config's 4).
         logprob_chunk_size (`int`, *optional*, defaults to `128`):
             Tokens per vocabulary pass when recomputing log-probs from cached features.
     """
@@ -66,6 +67,9 @@ class LogitMLPGRPOConfig(GRPOConfig):
     overlong_buffer_length: int | None = field(default=None, metadata={"help": "Soft overlong punishment buffer."})
     head_hidden_size: int = field(default=256, metadata={"help": "Hidden width of a newly created head."})
     head_init_std: float | None = field(default=None, metadata={"help": "Output-layer init std of a new head."})
+    head_slope_bound: float | None = field(
+        default=None, metadata={"help": "Bound of the head's slopes, (1/b, b); default: the head config's (4)."}
+    )
     logprob_chunk_size: int = field(default=128, metadata={"help": "Tokens per vocabulary pass in updates."})
 
     # GRPOConfig defaults changed for head-only DAPO (see the class docstring)

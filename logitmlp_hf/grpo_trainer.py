@@ -157,6 +157,8 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         head_kwargs: dict[str, Any] = {"head_hidden_size": args.head_hidden_size}
         if args.head_init_std is not None:
             head_kwargs["init_std"] = args.head_init_std
+        if args.head_slope_bound is not None:
+            head_kwargs["slope_bound"] = args.head_slope_bound
         return LogitMLPForCausalLM.from_base_model(model, **head_kwargs)
 
     # ----------------------------------------------------------------------------------------------- log-probs

@@ -71,6 +71,8 @@ class ReproduceConfig:
         num_generations (`int`): Group size (rollouts per prompt).
         prompts_per_step (`int`): Prompts per optimiser step.
         pass_k (`int`): k of the pass@k objective.
+        slope_bound (`float`): The heads' slopes lie in ``(1/slope_bound, slope_bound)`` (the source: 4), so their
+            temperatures lie in ``(1/slope_bound, slope_bound)`` too.
         eval_batch_size (`int`): Problems per ``generate`` call in evaluation.
         n_resamples (`int`): Bootstrap resamples for the confidence intervals.
         n_analysis_problems (`int`): Test problems whose rollouts (all samples) the per-token analysis reads.
@@ -92,6 +94,7 @@ class ReproduceConfig:
     num_generations: int = 8
     prompts_per_step: int = 2
     pass_k: int = 4
+    slope_bound: float = 4.0
     eval_batch_size: int = 8
     n_resamples: int = 1000
     n_analysis_problems: int = 25
@@ -167,6 +170,7 @@ def training_arguments(config: ReproduceConfig, output_dir: Path, objective: str
         seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
+        head_slope_bound=config.slope_bound,
     )
 
 

@@ -67,6 +67,13 @@ def test_only_the_head_changes(tmp_path):
     assert "forward" not in trainer.model.__dict__  # TRL's fused (unwarped) LM-head forward was removed
 
 
+def test_head_options_reach_the_new_head(tmp_path):
+    trainer = make_trainer(tmp_path, head_slope_bound=10.0, head_hidden_size=32)
+    head = trainer.model.logitmlp_head
+    assert trainer.model.config.slope_bound == 10.0 and head.slope_bound == 10.0
+    assert head.fc_in.out_features == 32 and trainer.model.config.init_std == 0.02
+
+
 def test_log_history_has_the_promised_metrics(tmp_path):
     # tensorboard writes under output_dir/runs/ by default (transformers 5 reads TENSORBOARD_LOGGING_DIR, no arg)
     trainer = make_trainer(tmp_path, num_iterations=2, report_to=["tensorboard"])
