@@ -30,7 +30,7 @@ import time
 import torch
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.analysis import _batch_positions, analyze_rollouts
+from logitmlp_hf.analysis import analyze_rollouts, length_order, teacher_forcing_batch
 from logitmlp_hf.benchmark_data import benchmark_path
 from logitmlp_hf.offline_model import load_embedded_model
 
@@ -53,21 +53,15 @@ def _rollouts(tokenizer, n: int, tokens: int) -> list[dict]:
 
 @torch.no_grad()
 def _forward_only(base, rollouts: list[dict], batch_size: int, pad_id: int) -> None:
-    """The same length-sorted, left-padded batches as ``analyze_rollouts``, through the base alone."""
-    order = sorted(range(len(rollouts)), key=lambda i: len(rollouts[i]["prompt_ids"]) + len(rollouts[i]["completion_ids"]))
+    """The same length-sorted, left-padded batches as ``analyze_rollouts`` (its own helpers), through the base alone."""
+    order = length_order(rollouts)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        seqs = [rollouts[i]["prompt_ids"] + rollouts[i]["completion_ids"] for i in idx]
-        total, keep, rows, cols = _batch_positions(
-            [len(rollouts[i]["prompt_ids"]) for i in idx], [len(rollouts[i]["completion_ids"]) for i in idx]
+        input_ids, mask, position_ids, keep, rows, cols = teacher_forcing_batch(
+            [rollouts[i]["prompt_ids"] for i in idx], [rollouts[i]["completion_ids"] for i in idx], pad_id
         )
-        input_ids = torch.full((len(idx), total), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), total), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            input_ids[r, total - len(s) :] = torch.tensor(s)
-            mask[r, total - len(s) :] = 1
-        out = base(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
-                   logits_to_keep=keep, use_cache=False)
+        out = base(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep,
+                   use_cache=False)
         out.logits[rows, cols].sum().item()  # gather the scored positions, as analysis does
 
 

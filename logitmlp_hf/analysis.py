@@ -148,7 +148,9 @@ def _newton_beta(
 
 
 def _histogram(ell: torch.Tensor, finite: torch.Tensor | None, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's values (all ``≤ 0``) as ``bins`` equal-width bins: (bin mean, log count), ``-inf`` when empty."""
+    """Each row's values (all ``≤ 0``; masked entries already 0) as ``bins`` equal-width bins: (bin mean, log
+    count), ``-inf`` when empty. Masked entries count 0 (``finite`` weights the counts; their 0 adds nothing to
+    the sums)."""
     n = ell.shape[0]
     low = ell.amin(-1, keepdim=True)  # masked entries are 0 here, never the minimum of a row with any logit < 0
     scale = (bins - 1) / (-low).clamp_min(1e-12)
@@ -157,8 +159,7 @@ def _histogram(ell: torch.Tensor, finite: torch.Tensor | None, bins: int) -> tup
     index = index.view(-1)
     weights = None if finite is None else finite.view(-1).to(ell.dtype)
     counts = torch.bincount(index, weights=weights, minlength=n * bins).view(n, bins).to(ell.dtype)
-    values = ell.view(-1) if finite is None else torch.where(finite, ell, 0).view(-1)
-    sums = torch.bincount(index, weights=values, minlength=n * bins).view(n, bins).to(ell.dtype)
+    sums = torch.bincount(index, weights=ell.view(-1), minlength=n * bins).view(n, bins).to(ell.dtype)
     means = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
     return means, counts.log()
 
@@ -355,6 +356,33 @@ class TokenAnalysis:
         }
 
 
+def length_order(rollouts: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of the rollouts with a non-empty completion, shortest prompt + completion first (little padding)."""
+    return sorted(
+        (i for i, r in enumerate(rollouts) if len(r["completion_ids"]) > 0),
+        key=lambda i: len(rollouts[i]["prompt_ids"]) + len(rollouts[i]["completion_ids"]),
+    )
+
+
+def teacher_forcing_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
+    """One left-padded teacher-forcing batch, as ``generate`` would have laid it out.
+
+    Returns:
+        ``(input_ids, attention_mask, position_ids, keep, rows, cols)``: the model inputs (position ids follow the
+        attention mask), the ``logits_to_keep`` to pass, and the (row, kept index) whose logits score each completion
+        token, in order.
+    """
+    total, keep, rows, cols = _batch_positions([len(p) for p in prompts], [len(c) for c in completions])
+    input_ids = torch.full((len(prompts), total), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), total), dtype=torch.long)
+    for r, (p, c) in enumerate(zip(prompts, completions)):
+        seq = p + c
+        input_ids[r, total - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[r, total - len(seq) :] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+    return input_ids, attention_mask, position_ids, keep, rows, cols
+
+
 def _batch_positions(prompt_lens: list[int], completion_lens: list[int]):
     """Left-padded layout of one batch: total length, kept-logit count and (row, kept index) of each token."""
     total = max(p + c for p, c in zip(prompt_lens, completion_lens))
@@ -435,23 +463,14 @@ def analyze_rollouts(
         logger.warning("the head is disabled: every KL will be 0")
     device = model.get_output_embeddings().weight.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(
-        (i for i, r in enumerate(rollouts) if len(r["completion_ids"]) > 0),
-        key=lambda i: len(rollouts[i]["prompt_ids"]) + len(rollouts[i]["completion_ids"]),
-    )
+    order = length_order(rollouts)
     pieces: dict[str, list[torch.Tensor]] = {}
     for n_batch, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start : start + batch_size]
-        prompts = [list(rollouts[i]["prompt_ids"]) for i in idx]
         completions = [list(rollouts[i]["completion_ids"]) for i in idx]
-        total, keep, rows, cols = _batch_positions([len(p) for p in prompts], [len(c) for c in completions])
-        input_ids = torch.full((len(idx), total), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(idx), total), dtype=torch.long)
-        for r, (p, c) in enumerate(zip(prompts, completions)):
-            seq = p + c
-            input_ids[r, total - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[r, total - len(seq) :] = 1
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        input_ids, attention_mask, position_ids, keep, rows, cols = teacher_forcing_batch(
+            [list(rollouts[i]["prompt_ids"]) for i in idx], completions, pad_id
+        )
         out = model(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),

@@ -273,11 +273,12 @@ def make_arithmetic_splits(
     full = make_arithmetic_dataset(
         dataclasses.replace(config, n_problems=n_train + n_test), system_prompt=system_prompt, instruction=instruction
     )
-    # datasets rejects an empty range that starts at the end (select(range(n, n)) on n rows), so spell empty as []
-    def rows(start: int, stop: int) -> Dataset:
-        return full.select(range(start, stop) if stop > start else [])
+    return _select_range(full, n_test, n_test + n_train), _select_range(full, 0, n_test)
 
-    return rows(n_test, n_test + n_train), rows(0, n_test)
+
+def _select_range(dataset: Dataset, start: int, stop: int) -> Dataset:
+    # datasets rejects an empty range that starts at the end (select(range(n, n)) on n rows), so spell empty as []
+    return dataset.select(range(start, stop) if stop > start else [])
 
 
 def make_arithmetic_train_validation_test(
@@ -301,11 +302,7 @@ def make_arithmetic_train_validation_test(
     if min(n_train, n_validation, n_test) < 0:
         raise ValueError(f"set sizes must be non-negative, got {n_train}, {n_validation}, {n_test}")
     rest, test = make_arithmetic_splits(config, n_validation + n_train, n_test, system_prompt, instruction)
-
-    def rows(start: int, stop: int) -> Dataset:
-        return rest.select(range(start, stop) if stop > start else [])
-
-    return rows(n_validation, n_validation + n_train), rows(0, n_validation), test
+    return _select_range(rest, n_validation, n_validation + n_train), _select_range(rest, 0, n_validation), test
 
 
 # --------------------------------------------------------------------------------------------------------------------

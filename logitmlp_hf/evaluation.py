@@ -481,9 +481,8 @@ def load_eval_dataset(
         )
         if split == "validation" and n_validation < 1:
             raise ValueError("the validation split needs n_validation >= 1")
-        # n_train >= 1 because make_arithmetic_splits(..., n_train=0, ...) fails on an empty contiguous select.
-        rest, test = data.make_arithmetic_splits(config, max(n_validation, 1), n_test, **kwargs)
-        return rest.select(range(n_validation)) if split == "validation" else test
+        _, validation, test = data.make_arithmetic_train_validation_test(config, 0, n_validation, n_test, **kwargs)
+        return validation if split == "validation" else test
     if name in ("gsm8k", "math500"):
         from .benchmark_data import benchmark_path
 

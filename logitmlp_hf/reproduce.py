@@ -30,27 +30,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
-import os
-import platform
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-logger = logging.getLogger(__name__)
+from .head_repo import HEAD_WEIGHTS_NAME
+from .reproduce_report import HEAD_POLICY_NAMES, STACKED_NAME, write_results
 
 __all__ = ["ReproduceConfig", "add_reproduce_arguments", "reproduce", "run_reproduce"]
 
-TABLE_COLUMNS = ("best@k", "mean_accuracy", "worst@k", "answer_entropy", "uniq/k", "accuracy_std")
-COLUMN_TITLES = {"best@k": "best@{k}", "mean_accuracy": "mean acc", "worst@k": "worst@{k}",
-                 "answer_entropy": "answer entropy", "uniq/k": "uniq/{k}", "accuracy_std": "acc std"}
 N_ARITHMETIC_PROBLEMS = 441  # distinct "a + b" with 0 <= a, b <= 20: the task's whole problem space
 
 
@@ -198,9 +193,10 @@ def train_head(config: ReproduceConfig, model: Any, train_dataset, objective: st
 def train_lora(config: ReproduceConfig, train_dataset, lora_dir: Path) -> Path:
     """The "full RLVR" stand-in at this scale: TRL's own ``GRPOTrainer`` with a LoRA (all linear layers), DAPO loss."""
     from peft import LoraConfig
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME
     from trl import GRPOConfig, GRPOTrainer
 
-    from .checkpoints import TRAINER_STATE_NAME
+    from .checkpoints import last_complete_checkpoint
     from .offline_model import load_embedded_model
     from .rewards import MathVerifyReward
 
@@ -219,9 +215,7 @@ def train_lora(config: ReproduceConfig, train_dataset, lora_dir: Path) -> Path:
         peft_config=LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear",
                                task_type="CAUSAL_LM"),
     )
-    checkpoints = sorted(lora_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    resume = next((str(p) for p in reversed(checkpoints) if (p / TRAINER_STATE_NAME).is_file()), None)
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(lora_dir, SAFETENSORS_WEIGHTS_NAME))
     trainer.save_model()
     _write_log_history(trainer, lora_dir)
     return lora_dir
@@ -254,10 +248,6 @@ class _Paths:
         self.lora_eval = root / "lora" / "results.json"
 
 
-HEAD_POLICY_NAMES = {"pass1": "LogitMLP (pass@1)", "passk": "LogitMLP (pass@k)"}
-LORA_NAME = "LoRA GRPO (pass@1)"
-STACKED_NAME = "LoRA + LogitMLP (pass@k)"
-
 
 def reproduce(config: ReproduceConfig, overwrite: bool = False, command: str | None = None) -> Path:
     """Run every stage of the main job (skipping finished ones) and write the report.
@@ -270,6 +260,8 @@ def reproduce(config: ReproduceConfig, overwrite: bool = False, command: str | N
     Returns:
         `Path`: ``results.md``.
     """
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME
+
     from .evaluation import DecodingPolicy, EvalResults, evaluate
     from .offline_model import EMBEDDED_MODEL_ID, load_embedded_model
     from .temperature_sweep import SweepResults, global_temperature_sweep, temperature_policy
@@ -326,9 +318,12 @@ def reproduce(config: ReproduceConfig, overwrite: bool = False, command: str | N
         train_head(config, str(paths.lora), train, "pass@k", paths.lora_head)
 
     def stage_lora_eval() -> None:
+        from transformers import AutoTokenizer
+
         from .base_loading import load_base_model
 
-        _, tokenizer = load_embedded_model()
+        # TRL saved the LoRA's tokenizer next to the adapter: no second copy of the base just for the tokenizer.
+        tokenizer = AutoTokenizer.from_pretrained(paths.lora, padding_side="left")
         lora_base = load_base_model(str(paths.lora)).eval()
         policies = [dataclasses.replace(temperature_policy(t), name=f"LoRA T={t:g}") for t in config.temperatures]
         policies.append(DecodingPolicy(name=STACKED_NAME, kind="head", head=str(paths.lora_head)))
@@ -336,9 +331,9 @@ def reproduce(config: ReproduceConfig, overwrite: bool = False, command: str | N
                  **_evaluate_kwargs(config, progress))
 
     stages = [
-        _Stage("train-pass1", paths.pass1 / "logitmlp_head.safetensors", stage_train("pass1", "pass@1"),
+        _Stage("train-pass1", paths.pass1 / HEAD_WEIGHTS_NAME, stage_train("pass1", "pass@1"),
                f"train the pass@1 head ({config.train_steps} steps)"),
-        _Stage("train-passk", paths.passk / "logitmlp_head.safetensors", stage_train("passk", "pass@k"),
+        _Stage("train-passk", paths.passk / HEAD_WEIGHTS_NAME, stage_train("passk", "pass@k"),
                f"train the pass@{config.pass_k} head ({config.train_steps} steps)"),
         _Stage("sweep", paths.sweep, stage_sweep,
                f"GLOBAL-T*: {len(config.temperatures)} temperatures on {config.n_validation} validation and "
@@ -349,9 +344,9 @@ def reproduce(config: ReproduceConfig, overwrite: bool = False, command: str | N
     ]
     if config.with_lora:
         stages += [
-            _Stage("lora-train", paths.lora / "adapter_model.safetensors", stage_lora_train,
+            _Stage("lora-train", paths.lora / SAFETENSORS_WEIGHTS_NAME, stage_lora_train,
                    f"TRL GRPOTrainer + LoRA r={config.lora_rank} ({config.lora_steps} steps)"),
-            _Stage("lora-head", paths.lora_head / "logitmlp_head.safetensors", stage_lora_head,
+            _Stage("lora-head", paths.lora_head / HEAD_WEIGHTS_NAME, stage_lora_head,
                    f"a pass@{config.pass_k} head on the LoRA ({config.train_steps} steps)"),
             _Stage("lora-eval", paths.lora_eval, stage_lora_eval, "the LoRA's temperature sweep and the stacked head"),
         ]
@@ -369,8 +364,6 @@ def reproduce(config: ReproduceConfig, overwrite: bool = False, command: str | N
     sweep = SweepResults.load(paths.sweep)
     heads = EvalResults.load(paths.eval)
     lora = EvalResults.load(paths.lora_eval) if config.with_lora else None
-    from .reproduce_report import write_results
-
     return write_results(config, paths, sweep, heads, lora, timings, command=command)
 
 

@@ -34,6 +34,12 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("LogitMLP (pass@1)", "mean_accuracy", "higher"),
 )
 DIFFERENCE_METRICS = ("best@k", "mean_accuracy", "worst@k", "answer_entropy")
+TABLE_COLUMNS = ("best@k", "mean_accuracy", "worst@k", "answer_entropy", "uniq/k", "accuracy_std")
+COLUMN_TITLES = {"best@k": "best@{k}", "mean_accuracy": "mean acc", "worst@k": "worst@{k}",
+                 "answer_entropy": "answer entropy", "uniq/k": "uniq/{k}", "accuracy_std": "acc std"}
+HEAD_POLICY_NAMES = {"pass1": "LogitMLP (pass@1)", "passk": "LogitMLP (pass@k)"}
+LORA_NAME = "LoRA GRPO (pass@1)"
+STACKED_NAME = "LoRA + LogitMLP (pass@k)"
 
 
 def machine_description() -> dict[str, Any]:
@@ -55,8 +61,6 @@ def machine_description() -> dict[str, Any]:
 
 
 def _title(metric: str, k: int) -> str:
-    from .reproduce import COLUMN_TITLES
-
     return COLUMN_TITLES.get(metric, metric).format(k=k)
 
 
@@ -119,7 +123,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def fmt(row: list[str]) -> str:  # first column left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
     return "\n".join([fmt(header), "-" * len(fmt(header)), *map(fmt, rows)])
 
 
@@ -133,8 +140,6 @@ def write_results(
     command: str | None = None,
 ) -> Path:
     """Write ``results.md``, ``results.txt`` and ``results.json`` under ``paths.root``; return ``results.md``."""
-    from .reproduce import HEAD_POLICY_NAMES, LORA_NAME, STACKED_NAME, TABLE_COLUMNS
-
     root = paths.root
     k = config.n_samples
     if sweep.test is None or sweep.best is None:
@@ -200,7 +205,7 @@ def write_results(
         "table": {name: {c: r.metrics[c].to_dict() for c in TABLE_COLUMNS} for name, r in rows.items()},
         "differences_vs_global_t_star": {n: {m: v.to_dict() for m, v in d.items()} for n, d in diffs.items()},
         "claims": [dict(zip(("claim", "difference", "verdict"), c)) for c in claims],
-        "training_reward": {n: c for n, c in curves.items()},
+        "training_reward": dict(curves),
         "analysis": {n: _analysis_headline(a) for n, a in analyses.items()},
         "timings_seconds": dict(timings),
         "versions": versions,

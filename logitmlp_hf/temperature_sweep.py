@@ -219,20 +219,17 @@ def pareto_plot(
         ax = fig.subplots()
     else:
         fig = ax.figure
-    temps = sorted(sweep)
-    xs = [sweep[t].metrics["mean_accuracy"].value for t in temps]
-    ys = [sweep[t].metrics[k_key].value for t in temps]
-    ax.plot(xs, ys, "-o", color="0.45", markersize=4, label="temperature sweep (base)", zorder=2)
-    for t, x, y in zip(temps, xs, ys):
-        ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="0.3")
-    for i, (label, other) in enumerate((other_sweeps or {}).items()):
-        o_temps = sorted(other)
-        o_xs = [other[t].metrics["mean_accuracy"].value for t in o_temps]
-        o_ys = [other[t].metrics[k_key].value for t in o_temps]
-        ax.plot(o_xs, o_ys, "--o", color=f"C{(i + 6) % 10}", markersize=4, label=f"temperature sweep ({label})",
-                zorder=2)
-        for t, x, y in zip(o_temps, o_xs, o_ys):
-            ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.3")
+    # The base's sweep first (solid grey), then any other sweeps (dashed, coloured); styles are all that differ.
+    lines = [("base", sweep, "-o", "0.45", (4, -10))]
+    lines += [(label, other, "--o", f"C{(i + 6) % 10}", (4, 4)) for i, (label, other) in
+              enumerate((other_sweeps or {}).items())]
+    for label, results, style, color, text_offset in lines:
+        temps = sorted(results)
+        xs = [results[t].metrics["mean_accuracy"].value for t in temps]
+        ys = [results[t].metrics[k_key].value for t in temps]
+        ax.plot(xs, ys, style, color=color, markersize=4, label=f"temperature sweep ({label})", zorder=2)
+        for t, x, y in zip(temps, xs, ys):
+            ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=text_offset, fontsize=7, color="0.3")
     for i, (name, result) in enumerate((markers or {}).items()):
         x, y = _point(result, k_key)
         ax.scatter([x], [y], marker="*^sDvP"[i % 6], s=120, zorder=3, label=name)

@@ -29,3 +29,12 @@ def test_newest_complete_checkpoint_wins_and_broken_ones_are_skipped(tmp_path, c
 def test_no_checkpoint(tmp_path):
     assert last_complete_checkpoint(tmp_path) is None
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_other_weights_files_for_other_trainers(tmp_path):
+    """A PEFT run of TRL's own trainer writes adapter weights, not a head: the same rule, another file."""
+    adapter = _checkpoint(tmp_path, 4, head=False)
+    (adapter / "adapter_model.safetensors").write_bytes(b"x")
+    _checkpoint(tmp_path, 6)  # a head checkpoint is not an adapter checkpoint
+    assert last_complete_checkpoint(tmp_path, "adapter_model.safetensors") == str(adapter)
+    assert last_complete_checkpoint(tmp_path).endswith("checkpoint-6")

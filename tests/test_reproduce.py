@@ -94,7 +94,8 @@ def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=No
 def test_report_tables_and_claims_from_known_results(tmp_path):
     """The report on hand-made results: the pass@k head solves more problems with more distinct answers, the pass@1
     head is identical to GLOBAL-T*, so exactly the two pass@k claims are reproduced."""
-    from logitmlp_hf.reproduce import HEAD_POLICY_NAMES, _Paths
+    from logitmlp_hf.reproduce import _Paths
+    from logitmlp_hf.reproduce_report import HEAD_POLICY_NAMES
     from logitmlp_hf.reproduce_report import write_results
     from logitmlp_hf.temperature_sweep import SweepResults, temperature_policy
 
@@ -170,3 +171,18 @@ def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("done already") == 5
     assert (out / "timings.json").read_text() == timings
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_quick_main_job_with_the_lora_stages(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli_main(["reproduce", "--quick", "--with-lora", "--output-dir", str(out), "--n-train", "8", "--n-test",
+                     "4", "--n-validation", "4", "--train-steps", "1", "--lora-steps", "1",
+                     "--max-new-tokens", "12"]) == 0
+    assert "LoRA + LogitMLP (pass@k)" in capsys.readouterr().out
+    assert (out / "lora/adapter/adapter_model.safetensors").exists()
+    stacked = json.loads((out / "lora/head-passk/config.json").read_text())
+    assert stacked["base_adapter_name_or_path"] == str(out / "lora/adapter")
+    lora = json.loads((out / "lora/results.json").read_text())
+    assert set(lora["policies"]) == {"LoRA T=0.4", "LoRA T=1", "LoRA + LogitMLP (pass@k)"}
