@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .modeling_decoding_head import DecodingHeadForCausalLM, load_decoding_head_model
 from .modeling_logitmlp import LogitMLPForCausalLM
 from .transform import kl_from_log_probs, logit_statistics
 
@@ -305,8 +306,8 @@ class TokenAnalysis:
 
     kl (`np.ndarray`, float32): KL(warp‖base) in nats.
     base_top1 (`np.ndarray`, float32): the base distribution's top-1 probability.
-    s1, s2 (`np.ndarray`, float32): tail and head slopes.
-    b_rel (`np.ndarray`, float32): the breakpoint below the max in stds, ``(max ℓ − b)/std ℓ`` ∈ (0, 4).
+    s1, s2 (`np.ndarray`, float32): tail and head slopes (LogitMLP heads; NaN for other head types).
+    b_rel (`np.ndarray`, float32): the breakpoint below the max in stds, ``(max ℓ − b)/std ℓ`` ∈ (0, 4) (LogitMLP).
     t_star (`np.ndarray`, float32): effective temperature at active positions (``kl > active_kl``), NaN elsewhere.
     token_id, rollout_index, position (`np.ndarray`, int64): the completion token, its rollout and its index in it.
     top_ids (`np.ndarray` of shape `(n_tokens, 6)`, int64): the base's top-6 token ids. The warp is strictly
@@ -315,6 +316,8 @@ class TokenAnalysis:
     words (`list[str]`): the word each token starts (see :func:`words_after`).
     active_kl (`float`): the KL threshold for "active".
     rollouts (`list[dict]`): the rollouts analysed (as given).
+    decisions (`dict[str, np.ndarray]`): every head's own per-token choices (``s1``/``s2``/``b`` for LogitMLP,
+        ``temperature``/``top_p`` for AutoDeco, ``p_<action>`` for the decoding adapter), float32.
     """
 
     kl: np.ndarray
@@ -332,6 +335,7 @@ class TokenAnalysis:
     words: list[str]
     active_kl: float = 0.01
     rollouts: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    decisions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.kl.shape[0])
@@ -353,6 +357,7 @@ class TokenAnalysis:
             "effective_temperature": effective_temperature_summary(self.t_star),
             "mean_s1": float(np.mean(self.s1)) if len(self) else float("nan"),
             "mean_s2": float(np.mean(self.s2)) if len(self) else float("nan"),
+            "mean_decisions": {k: float(np.mean(v)) if len(v) else float("nan") for k, v in self.decisions.items()},
         }
 
 
@@ -426,7 +431,7 @@ def _reduce_rows(
 
 @torch.no_grad()
 def analyze_rollouts(
-    model: LogitMLPForCausalLM,
+    model: DecodingHeadForCausalLM,
     tokenizer,
     rollouts: Iterable[dict[str, Any]],
     batch_size: int = 16,
@@ -441,7 +446,8 @@ def analyze_rollouts(
     ``generate``, so a padded row sees exactly the positions it was sampled with.
 
     Args:
-        model (:class:`LogitMLPForCausalLM`): base + head (the head enabled).
+        model (:class:`DecodingHeadForCausalLM`): base + a per-token head (LogitMLP, AutoDeco, the decoding
+            adapter), the head enabled.
         tokenizer: the base's tokenizer (used for the pad id and to decode words).
         rollouts (`Iterable[dict]`): objects with ``prompt_ids`` and ``completion_ids`` (see :func:`load_rollouts`).
         batch_size (`int`, *optional*, defaults to `16`): rollouts per forward pass.
@@ -459,6 +465,8 @@ def analyze_rollouts(
     ```
     """
     rollouts = list(rollouts)
+    if not model.decoding_head.per_token:
+        raise ValueError(f"{type(model).__name__} decides once per sequence; per-token analysis does not apply")
     if not model.head_enabled:
         logger.warning("the head is disabled: every KL will be 0")
     device = model.get_output_embeddings().weight.device
@@ -477,14 +485,17 @@ def analyze_rollouts(
             position_ids=position_ids.to(device),
             logits_to_keep=keep,
             output_base_logits=True,
-            output_warp_params=True,
+            output_decisions=True,
             use_cache=False,
         )
         rows, cols = rows.to(device), cols.to(device)
         reduced = _reduce_rows(out.logits[rows, cols], out.base_logits[rows, cols], active_kl, chunk_rows)
-        reduced["s1"] = out.s1[rows, cols].float()
-        reduced["s2"] = out.s2[rows, cols].float()
-        reduced["b"] = out.b[rows, cols].float()
+        decisions = {k: v[rows, cols].float() for k, v in (out.decisions or {}).items()}
+        nan = torch.full(rows.shape, float("nan"), device=device)
+        for key in ("s1", "s2", "b"):
+            reduced[key] = decisions.get(key, nan)
+        for key, value in _scalar_decisions(model, decisions).items():
+            reduced[f"decision/{key}"] = value
         reduced["rollout"] = torch.tensor(idx, device=device)[rows]
         reduced["position"] = torch.cat([torch.arange(len(c)) for c in completions]).to(device)
         reduced["token"] = torch.cat([torch.tensor(c, dtype=torch.long) for c in completions]).to(device)
@@ -522,7 +533,20 @@ def analyze_rollouts(
         words=words,
         active_kl=active_kl,
         rollouts=rollouts,
+        decisions={k.split("/", 1)[1]: v.numpy().astype(np.float32) for k, v in cat.items() if k.startswith("decision/")},
     )
+
+
+def _scalar_decisions(model: DecodingHeadForCausalLM, decisions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One float per position for each of the head's choices; an action distribution becomes ``p_<action>``."""
+    out = {}
+    for key, value in decisions.items():
+        if value.dim() == 1:
+            out[key] = value
+        elif key == "action_log_probs":
+            for i, name in enumerate(model.decoding_head.action_names):
+                out[f"p_{name}"] = value[:, i].exp()
+    return out
 
 
 # ------------------------------------------------------------------------------------- pure array analyses
@@ -760,7 +784,7 @@ def _load_model(args: argparse.Namespace) -> tuple[LogitMLPForCausalLM, Any]:
     base, tokenizer = load_model_for_eval(argparse.Namespace(base_model=base_name, dtype=args.dtype,
                                                              device=args.device))
     if args.head is not None:
-        model = LogitMLPForCausalLM.from_pretrained(args.head, base_model=base)
+        model = load_decoding_head_model(args.head, base_model=base)
     else:
         torch.manual_seed(args.seed)
         model = LogitMLPForCausalLM.from_base_model(base, init_std=args.init_std)

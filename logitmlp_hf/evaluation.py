@@ -78,7 +78,7 @@ class DecodingPolicy:
 
     Args:
         name (`str`): Label in tables, plots, results and rollouts (defaults to the policy string).
-        kind (`str`): ``"temperature"`` (the base model), ``"head"`` (a LogitMLP head) or ``"baseline"`` (a
+        kind (`str`): ``"temperature"`` (the base model), ``"head"`` (any decoding head: LogitMLP, AutoDeco, an adapter) or ``"baseline"`` (a
             processor from ``logitmlp_hf.baselines`` on the base model).
         temperature (`float`, *optional*, defaults to `1.0`): Sampling temperature; 0 means greedy (one sample,
             repeated ``n`` times). For heads, the temperature applied on top of the warp.
@@ -86,7 +86,7 @@ class DecodingPolicy:
         top_k (`int`, *optional*): Top-k sampling, as ``TopKLogitsWarper``.
         min_p (`float`, *optional*): Min-p sampling, as ``MinPLogitsWarper``.
         head (`str`, *optional*): Head repo (directory or Hub id) for ``kind="head"``; ``None`` uses the head of
-            the model passed to [`evaluate`] (which must then be a `LogitMLPForCausalLM`).
+            the model passed to [`evaluate`] (which must then be a `DecodingHeadForCausalLM`, e.g. a `LogitMLPForCausalLM`).
         baseline (`str`, *optional*): Baseline name for ``kind="baseline"`` (``"entropy_guided"``, ``"annealed"``,
             ``"multi_temperature"``).
         baseline_kwargs (`dict[str, Any]`, *optional*): Keyword arguments of the baseline's processor. For
@@ -167,7 +167,7 @@ def parse_policy(spec: str) -> DecodingPolicy:
 
         temperature:0.7                       the base model at T = 0.7
         temperature:0.7:top_p=0.95,min_p=0.05 with transformers' top-p / top-k / min-p
-        head:outputs/demo-head                a LogitMLP head (directory or Hub id) at T = 1
+        head:outputs/demo-head                a decoding head repo (directory or Hub id, any head type) at T = 1
         head:outputs/demo-head:temperature=0.8
         head                                  the head of the model passed to evaluate()
         baseline:entropy_guided:t_low=0.6,t_high=1.2
@@ -513,7 +513,8 @@ def load_eval_dataset(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _prompt_token_ids(tokenizer, dataset) -> list[list[int]]:
+def prompt_token_ids(tokenizer, dataset) -> list[list[int]]:
+    """Token ids of each problem's prompt, chat template applied, as ``evaluate`` feeds them to ``generate``."""
     if "prompt" in dataset.column_names:
         prompts = dataset["prompt"]
     else:
@@ -549,10 +550,9 @@ class _PolicyModels:
     """Resolves each policy to the model that generates it; loads each head once."""
 
     def __init__(self, model_or_base) -> None:
-        from .modeling_logitmlp import LogitMLPForCausalLM
+        from .modeling_decoding_head import DecodingHeadForCausalLM
 
-        self._cls = LogitMLPForCausalLM
-        self.own = model_or_base if isinstance(model_or_base, LogitMLPForCausalLM) else None
+        self.own = model_or_base if isinstance(model_or_base, DecodingHeadForCausalLM) else None
         self.base = self.own.get_base_model() if self.own is not None else model_or_base
         self._heads: dict[str, Any] = {}
 
@@ -565,7 +565,9 @@ class _PolicyModels:
             return self.own
         if policy.head not in self._heads:
             logger.info("Loading head %s", policy.head)
-            self._heads[policy.head] = self._cls.from_pretrained(policy.head, base_model=self.base).eval()
+            from .modeling_decoding_head import load_decoding_head_model
+
+            self._heads[policy.head] = load_decoding_head_model(policy.head, base_model=self.base).eval()
         return self._heads[policy.head]
 
 
@@ -591,7 +593,7 @@ def evaluate(
     """Sample ``n_samples`` completions per problem under each policy, grade them, and compute metrics with CIs.
 
     Args:
-        model_or_base (`PreTrainedModel`, `PeftModel` or `LogitMLPForCausalLM`): The base model, or a model with a
+        model_or_base (`PreTrainedModel`, `PeftModel` or a `DecodingHeadForCausalLM`): The base model, or a model with a
             head (temperature and baseline policies then use its base; ``head`` policies without a path its head).
         tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer (its chat template builds the prompts).
         dataset (`datasets.Dataset`): Columns ``prompt`` (chat messages) or ``question``, and ``answer``.
@@ -643,7 +645,7 @@ def evaluate(
     device = next(models.base.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(models.base, tokenizer)
-    prompt_ids = _prompt_token_ids(tokenizer, dataset)
+    prompt_ids = prompt_token_ids(tokenizer, dataset)
     references = [str(a) for a in dataset["answer"]]
     questions = dataset["question"] if "question" in dataset.column_names else [None] * len(dataset)
     # Longest prompts first: batches of similar length waste less compute on padding, and an out-of-memory error
@@ -688,12 +690,15 @@ def evaluate(
                     eos_token_id=sorted(eos) if eos else None,
                 )
                 start = time.perf_counter()
+                # A head that conditions on the parallel budget must know that each problem gets n_samples rows.
+                budget = {"parallel_budget": n_samples} if policy.kind == "head" else {}
                 with torch.no_grad():
                     out = model.generate(
                         input_ids=input_ids.to(device),
                         attention_mask=attention_mask.to(device),
                         generation_config=generation_config,
                         logits_processor=processors,
+                        **budget,
                     )
                 gen_seconds += time.perf_counter() - start
                 generated = out[:, width:].tolist()

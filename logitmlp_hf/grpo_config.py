@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import torch
 from trl import GRPOConfig
 
 from .configuration_logitmlp import OBJECTIVES
+
+# Per-token heads the trainer can create; the sequence adapter is fitted by `fit_sequence_adapter` instead.
+TRAINABLE_HEAD_TYPES = ("logitmlp", "autodeco", "decoding_adapter")
 
 
 @dataclass
@@ -52,6 +56,12 @@ class LogitMLPGRPOConfig(GRPOConfig):
     Parameters of the head (used when the trainer is given a plain model and wraps it):
 
     Args:
+        head_type (`str`, *optional*, defaults to `"logitmlp"`):
+            Which decoding head to train: ``"logitmlp"``, ``"autodeco"`` (per-token temperature + top-p) or
+            ``"decoding_adapter"`` (token-level discrete actions). Ignored when the model already has a head.
+        head_config (`dict` or `str`, *optional*):
+            Extra fields of the new head's config (a dict, or its JSON on the command line), e.g.
+            ``{"budget_conditioning": true}`` for the decoding adapter.
         head_hidden_size (`int`, *optional*, defaults to `256`): width of the head's hidden layer.
         head_init_std (`float`, *optional*): std of the head's output layer at init (default: the config's).
         head_slope_bound (`float`, *optional*): the slopes' bound, slopes in ``(1/b, b)`` (default: the config's 4).
@@ -65,6 +75,12 @@ class LogitMLPGRPOConfig(GRPOConfig):
     dynamic_sampling: bool = field(default=True, metadata={"help": "Drop and refill groups with equal rewards."})
     max_dynamic_sampling_rounds: int = field(default=3, metadata={"help": "Extra generation rounds per batch."})
     overlong_buffer_length: int | None = field(default=None, metadata={"help": "Soft overlong punishment buffer."})
+    head_type: str = field(
+        default="logitmlp", metadata={"help": "Head to train: 'logitmlp', 'autodeco' or 'decoding_adapter'."}
+    )
+    head_config: dict | str | None = field(
+        default=None, metadata={"help": "Extra config fields of a new head, as a dict or JSON string."}
+    )
     head_hidden_size: int = field(default=256, metadata={"help": "Hidden width of a newly created head."})
     head_init_std: float | None = field(default=None, metadata={"help": "Output-layer init std of a new head."})
     head_slope_bound: float | None = field(
@@ -85,6 +101,13 @@ class LogitMLPGRPOConfig(GRPOConfig):
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
         super().__post_init__()
+        if isinstance(self.head_config, str):
+            self.head_config = json.loads(self.head_config)
+        self.head_config = dict(self.head_config or {})
+        if self.head_type not in TRAINABLE_HEAD_TYPES:
+            raise ValueError(f"head_type must be one of {TRAINABLE_HEAD_TYPES}, got {self.head_type!r}")
+        if self.head_type != "logitmlp" and self.head_slope_bound is not None:
+            raise ValueError("head_slope_bound applies to LogitMLP heads only")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not 1 <= self.pass_k <= self.num_generations:

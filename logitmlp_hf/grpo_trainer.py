@@ -37,8 +37,8 @@ from .advantages import pass_at_k, passk_advantages
 from .base_loading import load_base_model, resolve_model_path, unwrap_causal_lm
 from .checkpoints import last_complete_checkpoint
 from .grpo_config import LogitMLPGRPOConfig
-from .head_repo import HEAD_WEIGHTS_NAME
-from .modeling_logitmlp import LogitMLPForCausalLM
+from .decoding_head import DecodingContext
+from .modeling_decoding_head import DecodingHeadForCausalLM, model_class_for
 from .policy_logprobs import cache_features
 
 logger = logging.getLogger(__name__)
@@ -51,13 +51,15 @@ _CARD_METRICS = ("reward", "reward_std", "warp/kl_to_base", "warp/entropy", "ent
 
 class LogitMLPGRPOTrainer(GRPOTrainer):
     r"""
-    Head-only RLVR: TRL's `GRPOTrainer` optimising only a :class:`~logitmlp_hf.LogitMLPForCausalLM` head.
+    Head-only RLVR: TRL's `GRPOTrainer` optimising only a decoding head (LogitMLP by default; AutoDeco or the
+    token-level decoding adapter with ``args.head_type``), the base frozen.
 
     Args:
-        model (`str`, `PreTrainedModel`, `PeftModel` or :class:`~logitmlp_hf.LogitMLPForCausalLM`):
-            The policy. A model id/path or model object is frozen and gets a fresh head; a LoRA adapter path or a
-            `PeftModel` is loaded/kept as the frozen base (the adapter is not trained). A `LogitMLPForCausalLM`
-            continues training its head.
+        model (`str`, `PreTrainedModel`, `PeftModel` or a :class:`~logitmlp_hf.DecodingHeadForCausalLM`):
+            The policy. A model id/path or model object is frozen and gets a fresh head of ``args.head_type``; a LoRA
+            adapter path or a `PeftModel` is loaded/kept as the frozen base (the adapter is not trained). A model
+            that already has a per-token head (e.g. `LogitMLPForCausalLM`, `AutoDecoForCausalLM`) continues
+            training it.
         reward_funcs: as for `GRPOTrainer` (e.g. :class:`~logitmlp_hf.rewards.MathVerifyReward`).
         args (:class:`LogitMLPGRPOConfig`, *optional*).
         train_dataset, eval_dataset, processing_class, callbacks, optimizers: as for `GRPOTrainer`;
@@ -149,25 +151,53 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         self._refill_generator = torch.Generator().manual_seed(args.seed + 7919 * (1 + self.accelerator.process_index))
 
     @staticmethod
-    def _as_logitmlp_model(model: str | nn.Module, args: LogitMLPGRPOConfig) -> LogitMLPForCausalLM:
-        if isinstance(model, LogitMLPForCausalLM):
-            return model
-        if isinstance(model, (str, os.PathLike)):
-            model = load_base_model(model, **(args.model_init_kwargs or {}))
-        head_kwargs: dict[str, Any] = {"head_hidden_size": args.head_hidden_size}
-        if args.head_init_std is not None:
-            head_kwargs["init_std"] = args.head_init_std
-        if args.head_slope_bound is not None:
-            head_kwargs["slope_bound"] = args.head_slope_bound
-        return LogitMLPForCausalLM.from_base_model(model, **head_kwargs)
+    def _as_logitmlp_model(model: str | nn.Module, args: LogitMLPGRPOConfig) -> DecodingHeadForCausalLM:
+        if not isinstance(model, DecodingHeadForCausalLM):
+            if isinstance(model, (str, os.PathLike)):
+                model = load_base_model(model, **(args.model_init_kwargs or {}))
+            model_class = model_class_for(args.head_type)
+            head_kwargs: dict[str, Any] = {"head_hidden_size": args.head_hidden_size, **args.head_config}
+            if args.head_init_std is not None:
+                if "init_std" not in model_class.config_class.__dataclass_fields__:
+                    raise ValueError(f"head_init_std does not apply to {args.head_type!r} heads")
+                head_kwargs["init_std"] = args.head_init_std
+            if args.head_slope_bound is not None:
+                head_kwargs["slope_bound"] = args.head_slope_bound
+            model = model_class.from_base_model(model, **head_kwargs)
+        if not model.decoding_head.per_token:
+            raise ValueError(
+                f"{type(model).__name__} decides once per prompt (a bandit over whole groups of samples), which this "
+                "per-token policy-gradient trainer cannot train: use logitmlp_hf.fit_sequence_adapter"
+            )
+        return model
 
     # ----------------------------------------------------------------------------------------------- log-probs
     def _compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        self._loss_inputs = inputs
+        self._loss_inputs, self._regularizer = inputs, None
         try:
-            return super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)
+            if self._regularizer is not None:
+                # The head's own term (e.g. the adapter's action entropy): a mean over the positions in the loss,
+                # scaled for gradient accumulation like TRL's entropy bonus, and subtracted (it is maximised).
+                mask = inputs["completion_mask"].float() * inputs.get("tool_mask", 1)
+                bonus = (self._regularizer * mask).sum() / mask.sum().clamp(min=1.0)
+                accumulation = self.current_gradient_accumulation_steps if self.model.training else 1.0
+                self._metrics["train" if self.model.training else "eval"]["head/regularizer"].append(bonus.item())
+                loss = loss - bonus / accumulation
+            return loss
         finally:
-            self._loss_inputs = None
+            self._loss_inputs = self._regularizer = None
+
+    def _completion_context(self, shape: torch.Size, device: torch.device) -> DecodingContext | None:
+        """Budgets of each completion position ``t``: ``max_completion_length − t`` tokens left, as in generate."""
+        if not self.accelerator.unwrap_model(self.model).decoding_head.uses_context:
+            return None
+        budget = float(self.args.max_completion_length)
+        remaining = budget - torch.arange(shape[-1], device=device, dtype=torch.float32)
+        return DecodingContext(
+            remaining_tokens=remaining.expand(shape), budget=torch.full(shape, budget, device=device),
+            parallel_budget=torch.full(shape, float(self.num_generations), device=device),
+        )
 
     def _features_for(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int, batch_size: int | None
@@ -208,18 +238,21 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
                 self._rollout_cache = self._features_for(input_ids, attention_mask, logits_to_keep, batch_size)
             hidden, features = self._rollout_cache
         device = input_ids.device
+        targets = input_ids[:, -logits_to_keep:]
         out = model(
             cached_features={
                 "hidden": hidden.to(device),
                 "logit_features": features.to(device),
-                "targets": input_ids[:, -logits_to_keep:],
+                "targets": targets,
                 "temperature": self.temperature,
                 "chunk_size": self.args.logprob_chunk_size,
+                "context": self._completion_context(targets.shape, device),
             }
         )
         valid = attention_mask[:, -logits_to_keep:].bool()
         if self._loss_inputs is not None:
             self._log_warp_metrics(out, valid)
+            self._regularizer = out.regularizer
         # padded positions must be exactly 0, not NaN·0 (TRL multiplies by the mask)
         logps = torch.where(valid, out.logprobs, torch.zeros_like(out.logprobs))
         entropy = torch.where(valid, out.entropy, torch.zeros_like(out.entropy)) if compute_entropy else None
@@ -264,6 +297,11 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
             self._rollout_cache = self._features_for(ids, mask, out["completion_ids"].shape[1], None)
         out["logitmlp_hidden"], out["logitmlp_logit_features"] = self._rollout_cache
         self._rollout_cache = self._generation_record = None
+        loss_mask = self.accelerator.unwrap_model(self.model).decoding_head.loss_mask(out["logitmlp_logit_features"])
+        if loss_mask is not None:  # e.g. the adapter's confident positions: out of the loss and its normaliser
+            out["completion_mask"] = out["completion_mask"] * loss_mask.to(out["completion_mask"])
+            mask = out["completion_mask"] * out.get("tool_mask", 1)
+            out["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
         if log:
             self._log_rollout_metrics(out, rewards, group, mode)
         return out
@@ -285,13 +323,14 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _log_warp_metrics(self, policy: Any, valid: torch.Tensor) -> None:
-        """KL(warp‖base) and entropy means, mean and spread of s1, s2 and b (as stds below the max, in (0, 4)).
+        """KL(policy‖base) and entropy means, and the mean and spread of the head's own quantities (``s1, s2, b``
+        for LogitMLP; the temperature and top-p for AutoDeco; action probabilities for the adapter).
 
         Read off the update's own cached-feature pass, so logging costs no extra vocabulary pass."""
         metrics = self._metrics["train" if self.model.training else "eval"]
-        features = self._loss_inputs["logitmlp_logit_features"].to(policy.b.device)
-        below_max = (features[..., 0] - policy.b) / features[..., 2].clamp_min(1e-6)
-        spread = {"warp/s1": policy.s1, "warp/s2": policy.s2, "warp/b_below_max_in_std": below_max}
+        features = self._loss_inputs["logitmlp_logit_features"].to(policy.logprobs.device)
+        head = self.accelerator.unwrap_model(self.model).decoding_head
+        spread = head.log_values(policy.decisions, features)
         for name, tensor in {"warp/kl_to_base": policy.kl_to_base, "warp/entropy": policy.entropy, **spread}.items():
             gathered = self.accelerator.gather(tensor[valid].float().contiguous().view(-1, 1)).view(-1)
             if gathered.numel() == 0:
@@ -394,7 +433,9 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         """`Trainer.train`; ``resume_from_checkpoint=True`` picks the newest *complete* checkpoint (Trainer would take
         the highest-numbered directory even if a kill left it half-written)."""
         if resume_from_checkpoint is True or resume_from_checkpoint in ("true", "True"):
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = last_complete_checkpoint(
+                self.args.output_dir, self.accelerator.unwrap_model(self.model).decoding_head.weights_name
+            )
             if resume_from_checkpoint is None:
                 raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
             logger.info("Resuming from %s", resume_from_checkpoint)
@@ -403,11 +444,12 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Load the head from a checkpoint (Trainer looks for full-model weight files, which heads never have)."""
         model = model if model is not None else self.model
-        path = os.path.join(resume_from_checkpoint, HEAD_WEIGHTS_NAME)
+        head = self.accelerator.unwrap_model(model).decoding_head
+        path = os.path.join(resume_from_checkpoint, head.weights_name)
         if not os.path.isfile(path):
-            raise ValueError(f"can't resume: {resume_from_checkpoint} has no {HEAD_WEIGHTS_NAME}")
+            raise ValueError(f"can't resume: {resume_from_checkpoint} has no {head.weights_name}")
         state = load_file(path)
-        self.accelerator.unwrap_model(model).logitmlp_head.load_state_dict(state)
+        head.load_state_dict(state)
         logger.info("Loaded the head from %s", path)
 
     def _load_best_model(self) -> None:
@@ -438,12 +480,8 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         """Write the head's card (not TRL's generic one) to ``output_dir/README.md``."""
         if not self.is_world_process_zero():
             return
-        from .model_card import render_model_card
-
-        base_params = sum(p.numel() for p in self.model.get_base_model().parameters())
-        card = render_model_card(
-            self.model.config, base_params, repo_id=self.args.hub_model_id, metrics=self._final_metrics(),
-            training_config=self._training_config_yaml(),
+        card = self.accelerator.unwrap_model(self.model).model_card(
+            metrics=self._final_metrics(), training_config=self._training_config_yaml(), repo_id=self.args.hub_model_id
         )
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(os.path.join(self.args.output_dir, "README.md"))
@@ -476,7 +514,7 @@ class LogitMLPGRPOTrainer(GRPOTrainer):
         api.upload_folder(
             repo_id=repo_id,
             folder_path=checkpoint_folder,
-            allow_patterns=["config.json", HEAD_WEIGHTS_NAME, "README.md"],
+            allow_patterns=["config.json", self.model.decoding_head.weights_name, "README.md"],
             commit_message=f"Training in progress, step {self.state.global_step}",
         )
 

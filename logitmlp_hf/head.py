@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from .configuration_logitmlp import LogitMLPConfig
+from .decoding_head import Decisions, DecodingContext, DecodingHead, HeadTokenStats
 from .transform import LogitStatistics, WarpParameters, logit_statistics, warp_logits, warp_parameters
 
 
-class LogitMLPHead(nn.Module):
+class LogitMLPHead(DecodingHead):
     r"""
     ``φ([h; max ℓ, mean ℓ, std ℓ]) → (s̃1, s̃2, b̃)``: Linear(d + 3 → w) → ReLU → Linear(w → 3).
 
@@ -31,9 +34,11 @@ class LogitMLPHead(nn.Module):
     ```
     """
 
+    config_class = LogitMLPConfig
+    weights_name = "logitmlp_head.safetensors"
+
     def __init__(self, config: LogitMLPConfig) -> None:
-        super().__init__()
-        self.hidden_size = config.hidden_size
+        super().__init__(config)
         self.slope_bound = config.slope_bound
         self.breakpoint_scale = config.breakpoint_scale
         self.init_std = config.init_std
@@ -49,11 +54,7 @@ class LogitMLPHead(nn.Module):
 
     def raw_outputs(self, hidden_states: torch.Tensor, stats: LogitStatistics) -> torch.Tensor:
         """``(s̃1, s̃2, b̃)`` of shape ``(..., 3)`` from hidden states ``(..., d)`` and logit statistics."""
-        if hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"hidden states have size {hidden_states.shape[-1]} but the head was built for hidden_size="
-                f"{self.hidden_size}"
-            )
+        self.check_hidden(hidden_states)
         dtype = self.fc_in.weight.dtype
         features = torch.cat((hidden_states.to(dtype), stats.as_features().to(dtype)), dim=-1)
         return self.fc_out(torch.relu(self.fc_in(features)))
@@ -73,7 +74,49 @@ class LogitMLPHead(nn.Module):
         raw = self.raw_outputs(hidden_states, stats)
         return warp_parameters(raw, stats, self.slope_bound, self.breakpoint_scale)
 
-    def warp(self, hidden_states: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, WarpParameters]:
+    def warp(
+        self, hidden_states: torch.Tensor, logits: torch.Tensor, context: DecodingContext | None = None
+    ) -> tuple[torch.Tensor, WarpParameters]:
         """Warped logits (float32) and the ``(s1, s2, b)`` that produced them."""
         params = self(hidden_states, logits)
         return warp_logits(logits, *params), params
+
+    # ----------------------------------------------------------------------------- the DecodingHead interface
+    def decide(
+        self, hidden_states: torch.Tensor, stats: LogitStatistics, context: DecodingContext | None = None
+    ) -> Decisions:
+        """``{"s1", "s2", "b"}`` per position."""
+        return warp_parameters(
+            self.raw_outputs(hidden_states, stats), stats, self.slope_bound, self.breakpoint_scale
+        )._asdict()
+
+    def sampling_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
+        """``f(ℓ) = s1·ℓ + (s2 − s1)·ReLU(ℓ − b)`` (:func:`~logitmlp_hf.transform.warp_logits`)."""
+        return warp_logits(logits, decisions["s1"], decisions["s2"], decisions["b"])
+
+    def log_values(self, decisions: Decisions, logit_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """s1, s2, and the breakpoint as stds below the max (in ``(0, breakpoint_scale)``)."""
+        below_max = (logit_features[..., 0] - decisions["b"]) / logit_features[..., 2].clamp_min(1e-6)
+        return {"warp/s1": decisions["s1"], "warp/s2": decisions["s2"], "warp/b_below_max_in_std": below_max}
+
+    def token_logprobs(
+        self,
+        hidden: torch.Tensor,
+        logit_features: torch.Tensor,
+        targets: torch.Tensor,
+        unembedding: Any,
+        temperature: float = 1.0,
+        chunk_size: int = 128,
+        context: DecodingContext | None = None,
+    ) -> HeadTokenStats:
+        """The analytic-gradient path of :func:`~logitmlp_hf.policy_logprobs.warped_token_logprobs` (one vocabulary
+        pass per chunk, nothing of size tokens × vocab kept for the backward)."""
+        from .policy_logprobs import warped_token_logprobs
+
+        stats = warped_token_logprobs(self, hidden, logit_features, targets, unembedding, temperature, chunk_size)
+        return HeadTokenStats(
+            logprobs=stats.logprobs,
+            entropy=stats.entropy,
+            kl_to_base=stats.kl_to_base,
+            decisions={"s1": stats.s1.detach(), "s2": stats.s2.detach(), "b": stats.b.detach()},
+        )

@@ -1,4 +1,7 @@
-"""The head-only repo format: ``config.json`` + ``logitmlp_head.safetensors`` + ``README.md``.
+"""The head-only repo format: ``config.json`` + the head's safetensors file + ``README.md``.
+
+The weights file is named by the head type (``logitmlp_head.safetensors`` for LogitMLP, ``<type>_head.safetensors``
+for the others); ``config.json``'s ``model_type`` says which head type a repo holds.
 
 A head repo never holds the base model's weights (it names the base in its config instead, like a PEFT adapter),
 and never holds a pickle: weights are read and written with safetensors only. Files are located with transformers'
@@ -18,10 +21,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers.utils import cached_file
 
-from .configuration_logitmlp import LogitMLPConfig
+from .configuration_decoding_head import DecodingHeadConfig
+from .decoding_head import DecodingHead, head_class_for, registered_head_types
 from .errors import HeadCheckpointError
-from .head import LogitMLPHead
 
+# The LogitMLP head's file; other head types name theirs (`DecodingHead.weights_name`).
 HEAD_WEIGHTS_NAME = "logitmlp_head.safetensors"
 CONFIG_NAME = "config.json"
 # Arguments that locate files (passed to `cached_file`), as opposed to ones that configure the base model's load.
@@ -46,14 +50,22 @@ def _locate(name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str
     if path is None:
         present = sorted(os.listdir(name_or_path)) if os.path.isdir(name_or_path) else None
         hint = f" (the directory holds {present})" if present is not None else ""
-        if filename == HEAD_WEIGHTS_NAME and present and any(f.endswith((".bin", ".pt", ".pth")) for f in present):
+        if filename.endswith(".safetensors") and present and any(f.endswith((".bin", ".pt", ".pth")) for f in present):
             hint += "; pickled weights are never loaded, re-save the head with safetensors"
-        raise HeadCheckpointError(f"{str(name_or_path)!r} has no {filename!r}: it is not a LogitMLP head repo{hint}")
+        raise HeadCheckpointError(f"{str(name_or_path)!r} has no {filename!r}: it is not a decoding head repo of this "
+                                 f"type{hint}")
     return path
 
 
-def load_head_config(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> LogitMLPConfig:
+def load_head_config(
+    name_or_path: str | os.PathLike, config_class: type[DecodingHeadConfig] | None = None, **hub_kwargs: Any
+) -> DecodingHeadConfig:
     """Read and validate a head repo's ``config.json``.
+
+    Args:
+        name_or_path: directory or Hub id of the head repo.
+        config_class: the config class expected (e.g. ``LogitMLPConfig``); ``None`` accepts any registered head
+            type and returns its config class.
 
     Raises:
         HeadCheckpointError: the file is missing or unreadable, or it describes another kind of model.
@@ -65,32 +77,50 @@ def load_head_config(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> Logi
     except (OSError, json.JSONDecodeError) as err:
         raise HeadCheckpointError(f"{path} is not readable JSON: {err}") from err
     model_type = config_dict.get("model_type") if isinstance(config_dict, dict) else None
-    if model_type != LogitMLPConfig.model_type:
+    head_class = head_class_for(model_type)
+    if config_class is not None and model_type != config_class.model_type:
+        kind = f"a {model_type!r} decoding head" if head_class is not None else f"a {model_type!r} checkpoint"
         raise HeadCheckpointError(
-            f"{str(name_or_path)!r} is a {model_type!r} checkpoint, not a LogitMLP head (model_type='logitmlp'). "
-            "To put a head on it, pass it as the base: LogitMLPForCausalLM.from_pretrained(head, base_model=...)"
+            f"{str(name_or_path)!r} is {kind}, not a {config_class.model_type!r} head. "
+            + ("Load it with AutoModelForCausalLM or load_decoding_head_model." if head_class is not None else
+               "To put a head on it, pass it as the base: LogitMLPForCausalLM.from_pretrained(head, base_model=...)")
+        )
+    if head_class is None:
+        raise HeadCheckpointError(
+            f"{str(name_or_path)!r} is a {model_type!r} checkpoint, not a decoding head (known head types: "
+            f"{registered_head_types()}). To put a head on it, pass it as the base: "
+            "LogitMLPForCausalLM.from_pretrained(head, base_model=...)"
         )
     try:
-        return LogitMLPConfig.from_dict(config_dict)
+        return head_class.config_class.from_dict(config_dict)
     except Exception as err:  # strict-dataclass validation errors name the offending field
-        raise HeadCheckpointError(f"invalid LogitMLP config in {path}: {err}") from err
+        raise HeadCheckpointError(f"invalid {model_type} config in {path}: {err}") from err
 
 
 def load_head_state_dict(
-    name_or_path: str | os.PathLike, config: LogitMLPConfig, **hub_kwargs: Any
+    name_or_path: str | os.PathLike,
+    config: DecodingHeadConfig,
+    head_class: type[DecodingHead] | None = None,
+    **hub_kwargs: Any,
 ) -> dict[str, torch.Tensor]:
     """Read the head's safetensors file and check every tensor against ``config``.
+
+    Args:
+        head_class: the head type to check against (default: the one ``config.model_type`` names).
 
     Raises:
         HeadCheckpointError: the file is missing, corrupt, or its tensors do not match the config.
     """
-    path = _locate(name_or_path, HEAD_WEIGHTS_NAME, hub_kwargs)
+    head_class = head_class or head_class_for(config.model_type)
+    if head_class is None:
+        raise HeadCheckpointError(f"unknown decoding head type {config.model_type!r}")
+    path = _locate(name_or_path, head_class.weights_name, hub_kwargs)
     try:
         state = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise HeadCheckpointError(f"{path} is not a readable safetensors file ({err}); the download may be "
                                   "truncated: delete it and load again") from err
-    expected = {name: tuple(t.shape) for name, t in LogitMLPHead(config).state_dict().items()}
+    expected = {name: tuple(t.shape) for name, t in head_class(config).state_dict().items()}
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:
         raise HeadCheckpointError(
@@ -104,7 +134,7 @@ def load_head_state_dict(
 
 
 def save_head(
-    save_directory: str | os.PathLike, config: LogitMLPConfig, head: LogitMLPHead, card_text: str | None
+    save_directory: str | os.PathLike, config: DecodingHeadConfig, head: DecodingHead, card_text: str | None
 ) -> list[Path]:
     """Write a head-only repo and return the paths written."""
     out = Path(save_directory)
@@ -114,8 +144,8 @@ def save_head(
     config.save_pretrained(out)
     # contiguous CPU copies: safetensors refuses shared or strided storage
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in head.state_dict().items()}
-    save_file(tensors, out / HEAD_WEIGHTS_NAME, metadata={"format": "pt"})
-    written = [out / CONFIG_NAME, out / HEAD_WEIGHTS_NAME]
+    save_file(tensors, out / head.weights_name, metadata={"format": "pt"})
+    written = [out / CONFIG_NAME, out / head.weights_name]
     if card_text is not None:
         (out / "README.md").write_text(card_text, encoding="utf-8")
         written.append(out / "README.md")

@@ -6,12 +6,19 @@ import os
 from importlib import resources
 from typing import Any
 
+import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from .configuration_logitmlp import LogitMLPConfig
+from .configuration_decoding_head import DecodingHeadConfig
 
 TEMPLATE_NAME = "logitmlp_head.md"
-TAGS = ["logitmlp", "logits-processor", "decoding", "sampling", "rlvr"]
+FRAME_TEMPLATE = "decoding_head.md"
+HEAD_TITLES = {
+    "autodeco": "An **AutoDeco head** (per-token temperature and top-p)",
+    "decoding_adapter": "A **token-level learned decoding adapter**",
+    "sequence_adapter": "A **sequence-level learned decoding adapter**",
+}
+TAGS = ["logits-processor", "decoding", "sampling", "rlvr"]
 
 
 def _human(n: int) -> str:
@@ -21,37 +28,54 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _objective_text(config: LogitMLPConfig) -> str:
+def _objective_text(config: DecodingHeadConfig) -> str:
     if config.objective == "pass@1":
         return "pass@1 (DAPO, group-mean baseline)"
     if config.objective == "pass@k":
         return f"pass@k (analytical pass@k advantage, k = {config.pass_k})"
-    return "not trained yet (near-identity initialisation)"
+    return "not trained yet (initialisation)"
+
+
+def _head_rows(config: DecodingHeadConfig) -> dict[str, str]:
+    """The head type's own config fields, for the card's table."""
+    shared = set(DecodingHeadConfig().to_dict())
+    # strategies are listed in the sequence adapter's description; a dict dump in a table cell helps nobody
+    skip = shared | {"strategies"}
+    return {k: f"`{v}`" for k, v in config.to_dict().items() if k not in skip and not k.startswith("_")}
 
 
 def render_model_card(
-    config: LogitMLPConfig,
+    config: DecodingHeadConfig,
     base_num_parameters: int,
     repo_id: str | None = None,
     metrics: dict[str, Any] | None = None,
     training_config: str | None = None,
     license: str | None = "apache-2.0",
     datasets: list[str] | None = None,
+    template: str = TEMPLATE_NAME,
+    head_params: int | None = None,
+    model_class: str = "LogitMLPForCausalLM",
 ) -> ModelCard:
     """The card of a head repo: YAML metadata (base_model, library_name, tags, license) and a body.
 
+    Every template in ``model_cards/`` receives the same variables, including ``config`` itself for the fields
+    of its own head type.
+
     Args:
-        config: the head's config (base ids, sizes, objective).
+        config: the head's config (base ids, sizes, objective, and the head type's own fields).
         base_num_parameters: parameter count of the base, for the head's share.
         repo_id: where the card will live (used in the usage snippet).
         metrics: name → value pairs to tabulate (e.g. final training metrics or eval results).
         training_config: a YAML dump of the run's configuration.
         license: SPDX id for the metadata; heads inherit obligations from their base, so set it to match.
         datasets: Hub ids of training datasets, for the metadata.
+        template: file name of the card template in ``model_cards/``.
+        head_params: the head's parameter count (default: the config's own count).
+        model_class: the wrapper class that loads the head, for the usage snippet.
     """
     from . import __version__
 
-    tags = list(TAGS)
+    tags = [config.model_type.replace("_", "-"), *TAGS]
     if config.objective:
         tags.append(config.objective)
     base_model = config.base_model_name_or_path or "an unrecorded base model"
@@ -67,13 +91,25 @@ def render_model_card(
         datasets=datasets,
         pipeline_tag="text-generation",
     )
-    head_params = config.num_head_parameters
+    head_params = config.num_head_parameters if head_params is None else head_params
     pct = 100.0 * head_params / base_num_parameters if base_num_parameters else float("nan")
-    template = resources.files("logitmlp_hf.model_cards").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+    cards = resources.files("logitmlp_hf.model_cards")
+    template_text = cards.joinpath(template).read_text(encoding="utf-8")
+    head_description = head_title = None
+    if template != TEMPLATE_NAME:
+        # Other head types: their template describes the head; the frame (results, training, usage) is shared.
+        head_description = jinja2.Template(template_text).render(config=config)
+        head_title = HEAD_TITLES.get(config.model_type, f"A `{config.model_type}` decoding head")
+        template_text = cards.joinpath(FRAME_TEMPLATE).read_text(encoding="utf-8")
     return ModelCard.from_template(
         card_data,
-        template_str=template,
-        model_name=(repo_id or "LogitMLP head").split("/")[-1],
+        template_str=template_text,
+        head_description=head_description,
+        head_title=head_title,
+        head_rows=_head_rows(config),
+        config=config,
+        model_class=model_class,
+        model_name=(repo_id or f"{config.model_type} head").split("/")[-1],
         repo_id=repo_id or "path/to/this/head",
         base_model=base_model,
         base_model_url=f"https://huggingface.co/{base_model}" if is_hub_id else None,
@@ -83,8 +119,8 @@ def render_model_card(
         hidden_size=config.hidden_size,
         vocab_size=config.vocab_size,
         head_hidden_size=config.head_hidden_size,
-        slope_bound=config.slope_bound,
-        breakpoint_scale=config.breakpoint_scale,
+        slope_bound=getattr(config, "slope_bound", None),
+        breakpoint_scale=getattr(config, "breakpoint_scale", None),
         head_params=f"{head_params:,}",
         head_params_human=_human(head_params),
         base_params_human=_human(base_num_parameters),

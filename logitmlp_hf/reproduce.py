@@ -183,7 +183,8 @@ def train_head(config: ReproduceConfig, model: Any, train_dataset, objective: st
         model=model, reward_funcs=MathVerifyReward(), args=training_arguments(config, head_dir, objective),
         train_dataset=train_dataset,
     )
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(head_dir))
+    weights_name = trainer.accelerator.unwrap_model(trainer.model).decoding_head.weights_name
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(head_dir, weights_name))
     trainer.save_model()
     trainer.create_model_card()
     _write_log_history(trainer, head_dir)

@@ -168,7 +168,7 @@ def test_missing_corrupt_and_mismatched_head_files(tmp_path, head_dir, base_dir)
     with pytest.raises(HeadCheckpointError, match="not readable JSON"):
         LogitMLPForCausalLM.from_pretrained(corrupt)
 
-    with pytest.raises(HeadCheckpointError, match="is a 'llama' checkpoint, not a LogitMLP head"):
+    with pytest.raises(HeadCheckpointError, match="is a 'llama' checkpoint, not a 'logitmlp' head"):
         LogitMLPForCausalLM.from_pretrained(base_dir)
     with pytest.raises(HeadCheckpointError, match="does-not-exist' does not exist"):
         LogitMLPForCausalLM.from_pretrained(tmp_path / "does-not-exist")

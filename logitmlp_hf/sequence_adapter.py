@@ -1,0 +1,293 @@
+"""The sequence-level learned decoding adapter (Su et al., "Learning Adaptive LLM Decoding", arXiv:2603.09065).
+
+Per prompt, a contextual bandit picks *one* sampling strategy (temperature × top-k × top-p × min-p) from the prompt
+embedding and the parallel budget ``k``, and every token of every one of the ``k`` samples is decoded with it. The
+action set is chosen by greedy coverage selection over a candidate pool on a validation split
+(:mod:`~logitmlp_hf.strategy_pool`); the bandit is :class:`~logitmlp_hf.contextual_bandit.BanditPolicyNet`, trained
+with REINFORCE + entropy bonus from bandit feedback (:func:`~logitmlp_hf.contextual_bandit.train_bandit`).
+
+Our choices where the source gives no detail: the prompt embedding is the base's final (post-norm) hidden state at
+the prompt's last token — exactly what the head sees at ``generate``'s first step, so no extra forward pass is
+needed at inference; the coverage objective on the validation split is pass@k averaged over the training budgets;
+at inference the adapter takes the highest-scoring strategy (``action_selection="argmax"``).
+
+Why it does not train with :class:`~logitmlp_hf.LogitMLPGRPOTrainer`: its decision is made once per prompt and its
+reward is the pass@k of a whole group of samples, which is a bandit problem, not a per-token policy gradient. It uses
+the same rollouts/evaluation (:func:`~logitmlp_hf.evaluation.evaluate`), the same Hub format and the same
+``generate()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+
+from .base_loading import base_dimensions, unwrap_causal_lm
+from .configuration_decoding_head import DecodingHeadConfig
+from .contextual_bandit import BanditPolicyNet, BanditTrainingLog, evaluate_bandit_policy, train_bandit
+from .decoding_head import Decisions, DecodingContext, DecodingHead
+from .modeling_decoding_head import DecodingHeadForCausalLM
+from .sampling_rules import apply_sampling_rules
+from .strategy_pool import SamplingStrategy, greedy_coverage_selection, reward_table
+from .transform import LogitStatistics
+
+logger = logging.getLogger(__name__)
+
+ACTION_SELECTIONS = ("argmax", "sample")
+
+
+@strict
+class SequenceAdapterConfig(DecodingHeadConfig):
+    r"""
+    Configuration of the sequence-level decoding adapter (see :class:`~logitmlp_hf.DecodingHeadConfig` for the
+    shared fields; ``head_hidden_size`` is the bandit's hidden width).
+
+    Args:
+        strategies (`list[dict]`, *optional*): the action set, each a :class:`SamplingStrategy` as a dict
+            (default: the single strategy T = 1).
+        budgets (`list[int]`, *optional*): the parallel budgets ``k`` the bandit was trained for.
+        action_selection (`str`, *optional*, defaults to `"argmax"`): ``"argmax"`` or ``"sample"`` (draw the
+            strategy from the bandit's softmax).
+    """
+
+    model_type = "sequence_adapter"
+
+    strategies: list[dict] | None = None
+    budgets: list[int] | None = None
+    action_selection: str = "argmax"
+    head_hidden_size: int = 128
+
+    def __post_init__(self, **kwargs) -> None:
+        if self.strategies is None:
+            self.strategies = [SamplingStrategy().to_dict()]
+        self.strategies = [SamplingStrategy.from_dict(s).to_dict() for s in self.strategies]
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self) -> None:
+        """Part of `@strict` validation."""
+        super().validate_architecture()
+        if not self.strategies:
+            raise ValueError("strategies must not be empty")
+        if self.budgets is not None and any(int(k) < 1 for k in self.budgets):
+            raise ValueError(f"budgets must be >= 1, got {self.budgets}")
+        if self.action_selection not in ACTION_SELECTIONS:
+            raise ValueError(f"action_selection must be one of {ACTION_SELECTIONS}, got {self.action_selection!r}")
+
+    @property
+    def sampling_strategies(self) -> list[SamplingStrategy]:
+        return [SamplingStrategy.from_dict(s) for s in self.strategies]
+
+    @property
+    def num_head_parameters(self) -> int:
+        d, w, a = self.hidden_size, self.head_hidden_size, len(self.strategies)
+        return (d + 2) * w + w + w * a + a + w + 1
+
+
+class SequenceAdapterHead(DecodingHead):
+    """One strategy per sequence from ``(prompt embedding, k)``; every token then follows that strategy's rules."""
+
+    config_class = SequenceAdapterConfig
+    weights_name = "sequence_adapter.safetensors"
+    per_token = False
+    uses_context = True
+
+    def __init__(self, config: SequenceAdapterConfig) -> None:
+        super().__init__(config)
+        strategies = config.sampling_strategies
+        self.strategies = strategies
+        self.action_selection = config.action_selection
+        self.bandit = BanditPolicyNet(
+            config.hidden_size, len(strategies), config.head_hidden_size, [s.name for s in strategies]
+        )
+        # "Off" values make each rule a no-op for strategies that do not use it (see sampling_rules).
+        rules = {
+            "temperature": [s.temperature for s in strategies],
+            "top_k": [s.top_k or 0 for s in strategies],
+            "top_p": [1.0 if s.top_p is None else s.top_p for s in strategies],
+            "min_p": [s.min_p or 0.0 for s in strategies],
+        }
+        for name, values in rules.items():
+            dtype = torch.long if name == "top_k" else torch.float32
+            self.register_buffer(f"rule_{name}", torch.tensor(values, dtype=dtype), persistent=False)
+
+    def decide(
+        self, hidden_states: torch.Tensor, stats: LogitStatistics, context: DecodingContext | None = None
+    ) -> Decisions:
+        """``{"strategy", "strategy_log_probs"}``; ``k`` is the context's ``parallel_budget`` (1 when absent)."""
+        lead = hidden_states.shape[:-1]
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        if context is not None and context.parallel_budget is not None:
+            k = context.parallel_budget.reshape(-1).round().long().clamp(min=1).cpu()
+        else:
+            k = torch.ones(flat.shape[0], dtype=torch.long)
+        log_probs = torch.log_softmax(self.bandit(flat, k).float(), dim=-1)
+        if self.action_selection == "argmax":
+            strategy = log_probs.argmax(-1)
+        else:
+            strategy = torch.multinomial(log_probs.exp().detach(), 1).squeeze(-1)
+        return {
+            "strategy": strategy.reshape(lead).float(),
+            "strategy_log_probs": log_probs.reshape(*lead, -1),
+        }
+
+    def sampling_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
+        """Each row's strategy: temperature (0 = greedy), then top-k, top-p and min-p, as transformers applies them."""
+        index = decisions["strategy"].long().to(self.rule_temperature.device)
+        return apply_sampling_rules(
+            logits,
+            temperature=self.rule_temperature[index].to(logits.device),
+            top_k=self.rule_top_k[index].to(logits.device),
+            top_p=self.rule_top_p[index].to(logits.device),
+            min_p=self.rule_min_p[index].to(logits.device),
+        )
+
+
+class SequenceAdapterForCausalLM(DecodingHeadForCausalLM):
+    r"""
+    A frozen causal LM with the sequence-level decoding adapter: each prompt is decoded with the strategy the bandit
+    picks for it and the parallel budget (``num_return_sequences``, or ``parallel_budget=k`` passed to
+    ``generate`` when the ``k`` samples are separate rows).
+
+    Loads, saves and pushes as every head; built and trained with :func:`fit_sequence_adapter`.
+    """
+
+    config_class = SequenceAdapterConfig
+    head_class = SequenceAdapterHead
+    head_attribute = "sequence_head"
+    card_template = "sequence_adapter.md"
+
+
+# ------------------------------------------------------------------------------------------------------- fitting
+@torch.no_grad()
+def prompt_embeddings(model: nn.Module, tokenizer: Any, dataset: Any, batch_size: int = 16) -> torch.Tensor:
+    """The final hidden state at each prompt's last token, as ``generate``'s first step computes it: left-padded,
+    position ids from the attention mask, chat template applied (as :func:`~logitmlp_hf.evaluation.evaluate`)."""
+    from .evaluation import prompt_token_ids
+
+    lm = unwrap_causal_lm(model.get_base_model() if isinstance(model, DecodingHeadForCausalLM) else model)
+    ids = prompt_token_ids(tokenizer, dataset)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = lm.get_output_embeddings().weight.device
+    captured: list[torch.Tensor] = []
+    handle = lm.get_output_embeddings().register_forward_pre_hook(lambda m, a: captured.append(a[0][:, -1]))
+    try:
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            width = max(len(x) for x in chunk)
+            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, x in enumerate(chunk):
+                input_ids[r, width - len(x) :] = torch.tensor(x)
+                mask[r, width - len(x) :] = 1
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            lm(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
+               logits_to_keep=1, use_cache=False)
+    finally:
+        handle.remove()
+    return torch.cat(captured).float().cpu()
+
+
+@dataclass
+class SequenceAdapterFit:
+    """What :func:`fit_sequence_adapter` did: the selection, the bandit's training log and its values."""
+
+    model: SequenceAdapterForCausalLM
+    pool: list[SamplingStrategy]
+    selected: list[SamplingStrategy]
+    coverage: list[float]
+    training_log: BanditTrainingLog
+    train_values: dict[str, Any]
+    validation_rewards: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pool": [s.name for s in self.pool],
+            "selected": [s.name for s in self.selected],
+            "coverage_after_each": self.coverage,
+            "bandit_train_values": self.train_values,
+            "bandit_final_mean_reward": self.training_log.mean_reward[-1] if self.training_log.mean_reward else None,
+        }
+
+
+def _strategy_rewards(results: Any, budgets: Sequence[int]) -> np.ndarray:
+    """``R[n, j, a]``: pass@budgets[j] of each evaluated strategy on each problem."""
+    tables = [reward_table(results, k).rewards for k in budgets]
+    return np.stack(tables, axis=1)
+
+
+def fit_sequence_adapter(
+    base: nn.Module,
+    tokenizer: Any,
+    train_dataset: Any,
+    validation_dataset: Any,
+    pool: Sequence[SamplingStrategy],
+    set_size: int = 4,
+    budgets: Sequence[int] = (1, 4, 8),
+    n_samples: int = 8,
+    max_new_tokens: int = 512,
+    bandit_steps: int = 500,
+    bandit_lr: float = 3e-3,
+    entropy_coef: float = 0.01,
+    head_hidden_size: int = 128,
+    seed: int = 0,
+    eval_kwargs: dict[str, Any] | None = None,
+) -> SequenceAdapterFit:
+    """Select the action set on ``validation_dataset`` and train the bandit on ``train_dataset``.
+
+    1. Every strategy of ``pool`` is sampled ``n_samples`` times per validation problem
+       (:func:`~logitmlp_hf.evaluation.evaluate`); ``R(x, s)`` is its pass@k averaged over ``budgets``.
+    2. :func:`~logitmlp_hf.strategy_pool.greedy_coverage_selection` picks ``set_size`` strategies.
+    3. The selected strategies are sampled on the training problems; their per-problem pass@k at each budget is the
+       bandit's environment, and the prompt embeddings its contexts.
+    4. :func:`~logitmlp_hf.contextual_bandit.train_bandit` trains the bandit from bandit feedback.
+
+    Returns:
+        :class:`SequenceAdapterFit` whose ``model`` is the adapter on ``base`` (save it with ``save_pretrained``).
+    """
+    from .evaluation import evaluate
+
+    budgets = sorted({int(k) for k in budgets})
+    if max(budgets) > n_samples:
+        raise ValueError(f"the largest budget ({max(budgets)}) needs at least that many samples; n_samples={n_samples}")
+    kwargs = {"n_samples": n_samples, "seed": seed, "max_new_tokens": max_new_tokens, "progress": False,
+              **(eval_kwargs or {})}
+    pool = list(pool)
+    policies = [s.to_policy_string() for s in pool]
+    validation = evaluate(base, tokenizer, validation_dataset, policies, **kwargs)
+    val_rewards = _strategy_rewards(validation, budgets).mean(axis=1)
+    selection = greedy_coverage_selection(val_rewards, set_size, names=[s.name for s in pool])
+    selected = [pool[i] for i in selection.indices]
+    logger.info("selected strategies %s (coverage %s)", selection.names, selection.coverages)
+
+    training = evaluate(base, tokenizer, train_dataset, [s.to_policy_string() for s in selected], **kwargs)
+    rewards = torch.tensor(_strategy_rewards(training, budgets), dtype=torch.float32)
+    embeddings = prompt_embeddings(base, tokenizer, train_dataset)
+    hidden, vocab = base_dimensions(base)
+    config = SequenceAdapterConfig(
+        hidden_size=hidden, vocab_size=vocab, head_hidden_size=head_hidden_size,
+        strategies=[s.to_dict() for s in selected], budgets=budgets, objective="pass@k", pass_k=max(budgets),
+    )
+    model = SequenceAdapterForCausalLM(config, base_model=base)
+    bandit = model.decoding_head.bandit
+    torch.manual_seed(seed)
+    log = train_bandit(bandit, embeddings, budgets, rewards, steps=bandit_steps, lr=bandit_lr,
+                       entropy_coef=entropy_coef, seed=seed)
+    values = evaluate_bandit_policy(bandit, embeddings, budgets, rewards)
+    return SequenceAdapterFit(model.eval(), pool, selected, selection.coverages, log, values, val_rewards)
+
+
+__all__ = [
+    "SequenceAdapterConfig",
+    "SequenceAdapterFit",
+    "SequenceAdapterForCausalLM",
+    "SequenceAdapterHead",
+    "fit_sequence_adapter",
+    "prompt_embeddings",
+]
