@@ -56,8 +56,20 @@ def test_analyse_head(tmp_path, capsys):
     assert "median T*" in capsys.readouterr().out
 
 
+def test_compare_decoding_policies(tmp_path, capsys):
+    out = tmp_path / "compare"
+    results = _run("compare_decoding_policies.py", ["--quick", "--output-dir", str(out)])
+    assert len(results.policies) == 4 and all(len(p.problems) == 8 for p in results.policies.values())
+    for repo, weights in (("autodeco", "autodeco_head"), ("adapter", "decoding_adapter"),
+                          ("sequence", "sequence_adapter")):
+        assert (out / repo / f"{weights}.safetensors").exists() and (out / repo / "README.md").exists()
+    assert "Paired differences" in (out / "comparison.txt").read_text()
+    assert "temperature" in (out / "analysis.json").read_text()  # AutoDeco's per-token decisions were analysed
+    assert "sequence adapter (bandit)" in capsys.readouterr().out
+
+
 def test_every_example_has_a_test():
-    tested = {"generate_with_head.py", "load_head_with_auto.py", "stack_head_on_lora.py", "compare_baselines.py",
+    tested = {"compare_decoding_policies.py", "generate_with_head.py", "load_head_with_auto.py", "stack_head_on_lora.py", "compare_baselines.py",
               "analyse_head.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} <= tested, "add a test for the new example"
     assert sys.modules  # keeps the import list honest for linters
