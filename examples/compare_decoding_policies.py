@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> EvalResults:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sets, every step, a few minutes")
     parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--train-steps", type=int, default=None, help="optimiser steps per head (default: main job's)")
     args = parser.parse_args(argv)
     config = ReproduceConfig.quick() if args.quick else ReproduceConfig()
+    if args.train_steps is not None:
+        config.train_steps = args.train_steps
     out = args.output_dir or Path("outputs/compare-quick" if args.quick else "outputs/compare")
     out.mkdir(parents=True, exist_ok=True)
     train, validation, test = problem_sets(config)
