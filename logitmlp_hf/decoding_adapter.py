@@ -119,6 +119,7 @@ class DecodingAdapterHead(DecodingHead):
         self.entropy_coef = config.entropy_coef
         self.action_selection = config.action_selection
         self.action_names = config.action_names
+        self.temperature_values = list(config.action_temperatures)
         self.register_buffer(
             "action_temperatures", torch.tensor(config.action_temperatures, dtype=torch.float32), persistent=False
         )
@@ -148,8 +149,10 @@ class DecodingAdapterHead(DecodingHead):
 
     def _action_log_probs_of_tokens(self, logits: torch.Tensor) -> torch.Tensor:
         """``log p_a(v)`` for every action ``a``: shape ``(..., num_actions, vocab)``."""
-        x = logits.float().unsqueeze(-2).expand(*logits.shape[:-1], len(self.action_names), logits.shape[-1])
-        return torch.log_softmax(temperature_logits(x, self.action_temperatures.to(x.device)), dim=-1)
+        # One pass per action with a scalar temperature: the greedy mask is built only for the greedy action.
+        return torch.stack(
+            [torch.log_softmax(temperature_logits(logits, t), dim=-1) for t in self.temperature_values], dim=-2
+        )
 
     def policy_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
         """``log Σ_a π(a) p_a(v)``: the mixture's log-probabilities (already normalised)."""

@@ -443,7 +443,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             regularizer=stats.regularizer,
         )
 
-    def _generation_context(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[DecodingContext, int]:
+    def _generation_context(
+        self, kwargs: dict[str, Any], parallel_budget: int | None
+    ) -> tuple[DecodingContext, int]:
         """The parallel budget and ``max_new_tokens`` of a ``generate`` call, as the base's generate will see them."""
         generation_config = kwargs.get("generation_config") or self.generation_config
         max_new_tokens = kwargs.get("max_new_tokens", generation_config.max_new_tokens)
@@ -451,8 +453,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"{type(self.decoding_head).__name__} conditions on the token budget: pass max_new_tokens to generate"
             )
-        k = int(kwargs.get("parallel_budget") or kwargs.get("num_return_sequences")
-                or generation_config.num_return_sequences or 1)
+        k = int(parallel_budget or kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1)
         return DecodingContext(parallel_budget=torch.tensor(float(k))), int(max_new_tokens)
 
     @torch.no_grad()
@@ -468,7 +469,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             record.generate_calls += 1
         context, max_new_tokens = (None, None)
         if self._head_enabled and self.decoding_head.uses_context:
-            context, max_new_tokens = self._generation_context(args, {**kwargs, "parallel_budget": parallel_budget})
+            context, max_new_tokens = self._generation_context(kwargs, parallel_budget)
         with self._session(record=record, context=context, max_new_tokens=max_new_tokens):
             return self._require_base().generate(*args, **kwargs)
 

@@ -116,6 +116,13 @@ class SequenceAdapterHead(DecodingHead):
         for name, values in rules.items():
             dtype = torch.long if name == "top_k" else torch.float32
             self.register_buffer(f"rule_{name}", torch.tensor(values, dtype=dtype), persistent=False)
+        # Rules no strategy uses are skipped: each would cost a full-vocabulary sort or softmax per token.
+        self.used_rules = [name for name, used in (
+            ("temperature", True),
+            ("top_k", any(s.top_k for s in strategies)),
+            ("top_p", any(s.top_p is not None for s in strategies)),
+            ("min_p", any(s.min_p for s in strategies)),
+        ) if used]
 
     def decide(
         self, hidden_states: torch.Tensor, stats: LogitStatistics, context: DecodingContext | None = None
@@ -140,13 +147,8 @@ class SequenceAdapterHead(DecodingHead):
     def sampling_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
         """Each row's strategy: temperature (0 = greedy), then top-k, top-p and min-p, as transformers applies them."""
         index = decisions["strategy"].long().to(self.rule_temperature.device)
-        return apply_sampling_rules(
-            logits,
-            temperature=self.rule_temperature[index].to(logits.device),
-            top_k=self.rule_top_k[index].to(logits.device),
-            top_p=self.rule_top_p[index].to(logits.device),
-            min_p=self.rule_min_p[index].to(logits.device),
-        )
+        rules = {name: getattr(self, f"rule_{name}")[index].to(logits.device) for name in self.used_rules}
+        return apply_sampling_rules(logits, **rules)
 
 
 class SequenceAdapterForCausalLM(DecodingHeadForCausalLM):
@@ -169,6 +171,7 @@ class SequenceAdapterForCausalLM(DecodingHeadForCausalLM):
 def prompt_embeddings(model: nn.Module, tokenizer: Any, dataset: Any, batch_size: int = 16) -> torch.Tensor:
     """The final hidden state at each prompt's last token, as ``generate``'s first step computes it: left-padded,
     position ids from the attention mask, chat template applied (as :func:`~logitmlp_hf.evaluation.evaluate`)."""
+    from .analysis import teacher_forcing_batch
     from .evaluation import prompt_token_ids
 
     lm = unwrap_causal_lm(model.get_base_model() if isinstance(model, DecodingHeadForCausalLM) else model)
@@ -180,13 +183,7 @@ def prompt_embeddings(model: nn.Module, tokenizer: Any, dataset: Any, batch_size
     try:
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            width = max(len(x) for x in chunk)
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, x in enumerate(chunk):
-                input_ids[r, width - len(x) :] = torch.tensor(x)
-                mask[r, width - len(x) :] = 1
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            input_ids, mask, position_ids, _, _, _ = teacher_forcing_batch(chunk, [[] for _ in chunk], pad_id)
             lm(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
                logits_to_keep=1, use_cache=False)
     finally:
@@ -274,9 +271,9 @@ def fit_sequence_adapter(
         hidden_size=hidden, vocab_size=vocab, head_hidden_size=head_hidden_size,
         strategies=[s.to_dict() for s in selected], budgets=budgets, objective="pass@k", pass_k=max(budgets),
     )
+    torch.manual_seed(seed)  # the bandit's initial weights
     model = SequenceAdapterForCausalLM(config, base_model=base)
     bandit = model.decoding_head.bandit
-    torch.manual_seed(seed)
     log = train_bandit(bandit, embeddings, budgets, rewards, steps=bandit_steps, lr=bandit_lr,
                        entropy_coef=entropy_coef, seed=seed)
     values = evaluate_bandit_policy(bandit, embeddings, budgets, rewards)
