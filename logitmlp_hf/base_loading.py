@@ -56,6 +56,12 @@ def check_base_compatible(config: LogitMLPConfig, model: nn.Module, what: str = 
     """Raise :class:`IncompatibleBaseModelError` if ``model``'s hidden size or vocabulary differ from the head's."""
     hidden, vocab = base_dimensions(model)
     name = getattr(unwrap_causal_lm(model), "name_or_path", "") or type(model).__name__
+    check_head_fits(config, hidden, vocab, f"the {what} {name!r}")
+
+
+def check_head_fits(config: LogitMLPConfig, hidden: int, vocab: int, described: str) -> None:
+    """Raise :class:`IncompatibleBaseModelError` unless a model of these sizes (``described``, e.g. "the base model
+    'x'") has the hidden size and vocabulary ``config``'s head was built for."""
     problems = []
     if hidden != config.hidden_size:
         problems.append(f"hidden size {hidden} (head expects {config.hidden_size})")
@@ -64,7 +70,7 @@ def check_base_compatible(config: LogitMLPConfig, model: nn.Module, what: str = 
     if problems:
         trained_on = config.base_model_name_or_path or "an unrecorded base"
         raise IncompatibleBaseModelError(
-            f"the {what} {name!r} has {' and '.join(problems)}; this head was trained on {trained_on!r}. "
+            f"{described} has {' and '.join(problems)}; this head was trained on {trained_on!r}. "
             "A head only transfers to bases with the same hidden size and tokenizer (e.g. LoRA-tuned or "
             "fully fine-tuned versions of its base)."
         )

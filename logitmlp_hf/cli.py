@@ -1,4 +1,4 @@
-"""The ``logitmlp`` console script. Subcommands: ``reproduce``, ``demo``, ``eval``, ``sweep``, ``analyze``."""
+"""The ``logitmlp`` console script. Subcommands: ``reproduce``, ``demo``, ``eval``, ``sweep``, ``analyze``, ``vllm-serve``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
          "GLOBAL-T*: best fixed temperature on validation, reported on test, with the Pareto plot"),
         ("analyze", "analysis", "add_analyze_arguments", "run_analyze",
          "per-token analysis of a head on saved rollouts: KL, T*, top-6, following words; report"),
+        ("vllm-serve", "vllm_serve", "add_arguments", "run",
+         "vllm serve (OpenAI-compatible server) sampling from a head repo; --for-training for TRL's server mode"),
     ]
     for name, module_name, add_arguments, run, help_text in subcommands:
         module = importlib.import_module(f".{module_name}", __package__)

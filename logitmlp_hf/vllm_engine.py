@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .base_loading import resolve_model_path
+from .base_loading import check_head_fits, resolve_model_path
 from .configuration_decoding_head import DecodingHeadConfig
 from .head_repo import load_head_config
 from .vllm_model import HF_CONFIG_KEY, VLLMHeadSpec, wrapper_architecture
@@ -41,21 +41,24 @@ logger = logging.getLogger(__name__)
 ADAPTER_MODES = ("merge", "vllm")
 
 
-def base_architecture(model_name_or_path: str, revision: str | None = None) -> str:
-    """The first architecture in a causal LM's config (what vLLM would instantiate for it)."""
+def head_hf_overrides(
+    spec: VLLMHeadSpec, model_name_or_path: str, revision: str | None = None, head_config: DecodingHeadConfig | None = None
+) -> dict[str, Any]:
+    """``hf_overrides`` that make vLLM serve ``model_name_or_path`` with the head ``spec`` on its logits.
+
+    Raises :class:`~logitmlp_hf.IncompatibleBaseModelError` here, before vLLM starts, if the model's hidden size or
+    vocabulary differ from the head's (``head_config``, default: the spec's).
+    """
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(resolve_model_path(model_name_or_path), revision=revision)
     architectures = getattr(config, "architectures", None) or []
     if not architectures:
         raise ValueError(f"{model_name_or_path!r} has no `architectures` in its config; vLLM cannot pick a class")
-    return architectures[0]
-
-
-def head_hf_overrides(spec: VLLMHeadSpec, model_name_or_path: str, revision: str | None = None) -> dict[str, Any]:
-    """``hf_overrides`` that make vLLM serve ``model_name_or_path`` with the head ``spec`` on its logits."""
-    return {"architectures": [wrapper_architecture(base_architecture(model_name_or_path, revision))],
-            HF_CONFIG_KEY: spec.to_dict()}
+    text = config.get_text_config()
+    check_head_fits(head_config or spec.load_config(), text.hidden_size, text.vocab_size,
+                    f"the model {model_name_or_path!r}")
+    return {"architectures": [wrapper_architecture(architectures[0])], HF_CONFIG_KEY: spec.to_dict()}
 
 
 def vllm_engine_args(
@@ -79,8 +82,8 @@ def vllm_engine_args(
         check_finite: raise on non-finite logits (default: on CPU only).
 
     Returns:
-        ``model``, ``tokenizer``, ``revision`` and ``hf_overrides`` (and ``enable_lora`` / ``max_lora_rank`` with
-        ``adapter="vllm"``).
+        ``model``, ``tokenizer``, ``revision``, ``tokenizer_revision`` and ``hf_overrides`` (and ``enable_lora`` /
+        ``max_lora_rank`` with ``adapter="vllm"``).
     """
     if adapter not in ADAPTER_MODES:
         raise ValueError(f"adapter must be one of {ADAPTER_MODES}, got {adapter!r}")
@@ -89,15 +92,16 @@ def vllm_engine_args(
     spec = VLLMHeadSpec(name_or_path=_absolute_if_local(head_name_or_path), revision=revision,
                         check_finite=check_finite)
     model, model_revision = _base_of(config, base_model)
+    tokenizer = resolve_model_path(model)  # a merged base has its base's tokenizer
     args: dict[str, Any] = {}
     if config.base_adapter_name_or_path is not None and base_model is None:
         if adapter == "merge":
             model, model_revision = str(merged_base(config)), None
         else:
             args.update(enable_lora=True, max_lora_rank=_adapter_rank(config))
-    path = resolve_model_path(model)
-    args.update(model=path, tokenizer=path, revision=model_revision,
-                hf_overrides=head_hf_overrides(spec, model, model_revision))
+    args.update(model=resolve_model_path(model), tokenizer=tokenizer, revision=model_revision,
+                tokenizer_revision=config.base_model_revision if base_model is None else None,
+                hf_overrides=head_hf_overrides(spec, model, model_revision, head_config=config))
     return args
 
 
@@ -111,10 +115,10 @@ def load_vllm_engine(
     **llm_kwargs: Any,
 ):
     """A ``vllm.LLM`` that samples from a head repo's distribution (``llm_kwargs`` go to ``vllm.LLM``)."""
-    from vllm import LLM
-
     if llm_kwargs.get("model_impl") == "transformers":
         raise ValueError("model_impl='transformers' bypasses vLLM's model classes, so the head would not be applied")
+    from vllm import LLM
+
     args = vllm_engine_args(head_name_or_path, base_model, revision=revision, adapter=adapter,
                             check_finite=check_finite)
     clashes = sorted(set(args) & set(llm_kwargs) - {"enable_lora", "max_lora_rank"})
@@ -149,8 +153,9 @@ def vllm_serve_command(
     args = vllm_engine_args(head_name_or_path, base_model, revision=revision, adapter=adapter)
     command = ["vllm", "serve", args["model"], "--tokenizer", args["tokenizer"],
                "--hf-overrides", json.dumps(args["hf_overrides"])]
-    if args["revision"] is not None:
-        command += ["--revision", args["revision"]]
+    for option in ("revision", "tokenizer_revision"):
+        if args[option] is not None:
+            command += [f"--{option.replace('_', '-')}", args[option]]
     if args.get("enable_lora"):
         config = load_head_config(str(head_name_or_path), revision=revision)
         command += ["--enable-lora", "--max-lora-rank", str(args["max_lora_rank"]),
@@ -178,10 +183,6 @@ def merged_base(config: DecodingHeadConfig, cache_dir: str | os.PathLike | None 
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
         merged.save_pretrained(tmp)
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(resolve_model_path(config.base_model_name_or_path),
-                                      revision=config.base_model_revision).save_pretrained(tmp)
         (tmp / "merged_from.json").write_text(key + "\n", encoding="utf-8")
         try:
             os.replace(tmp, target)  # atomic: a concurrent merge of the same adapter leaves one complete copy
@@ -214,7 +215,6 @@ def _absolute_if_local(name_or_path: str) -> str:
 
 
 __all__ = [
-    "base_architecture",
     "head_hf_overrides",
     "load_vllm_engine",
     "merged_base",

@@ -45,7 +45,8 @@ from torch import nn
 
 from .configuration_decoding_head import DecodingHeadConfig
 from .decoding_head import DecodingHead, head_class_for, registered_head_types
-from .errors import HeadCheckpointError, IncompatibleBaseModelError
+from .base_loading import check_head_fits
+from .errors import HeadCheckpointError
 from .head_repo import load_head_config, load_head_state_dict
 from .transform import logit_statistics
 
@@ -76,7 +77,7 @@ class VLLMHeadSpec:
     Args:
         name_or_path (`str`, *optional*): head repo (Hub id or directory); its config and weights are loaded.
         revision (`str`, *optional*): revision of that repo.
-        config (`dict`, *optional*): an inline head config (``DecodingHeadConfig.to_dict()``), used when there is no
+        config (`dict`, *optional*): an inline head config (``DecodingHeadConfig.to_diff_dict()``), used when there is no
             repo yet, e.g. a head being trained whose weights arrive through ``load_weights``.
         check_finite (`bool`, *optional*): raise on non-finite logits. Default: on CPU only, since elsewhere the
             check costs a device synchronisation per decoding step.
@@ -165,18 +166,8 @@ class DecodingHeadVLLMMixin:
                    "it conditions on the token budget left, which vLLM's compute_logits does not see")
                 + "; use its transformers wrapper's generate()"
             )
-        hidden, vocab = model_config.get_hidden_size(), model_config.get_vocab_size()
-        problems = []
-        if hidden != config.hidden_size:
-            problems.append(f"hidden size {hidden} (head expects {config.hidden_size})")
-        if vocab != config.vocab_size:
-            problems.append(f"vocabulary size {vocab} (head expects {config.vocab_size})")
-        if problems:
-            raise IncompatibleBaseModelError(
-                f"the served model {model_config.model!r} has {' and '.join(problems)}; the head "
-                f"{spec.name_or_path or '(inline config)'} was trained on {config.base_model_name_or_path!r}. A head "
-                "only transfers to bases with the same hidden size and tokenizer."
-            )
+        check_head_fits(config, model_config.get_hidden_size(), model_config.get_vocab_size(),
+                        f"the served model {model_config.model!r}")
         if config.base_model_name_or_path and config.base_model_name_or_path != model_config.model:
             logger.info(
                 "Decoding head trained on %s is served on %s (same hidden and vocabulary sizes)",

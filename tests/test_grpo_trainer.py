@@ -1,5 +1,6 @@
 """LogitMLPGRPOTrainer on a tiny model: head-only updates, objectives, dynamic sampling, checkpoints, Hub, logging."""
 
+import importlib.util
 import logging
 import os
 
@@ -169,13 +170,17 @@ def test_config_refuses_what_cannot_apply(tmp_path, kwargs, match):
         config(tmp_path, **kwargs)
 
 
-def test_trainer_refuses_peft_config_and_vllm(tmp_path):
+def test_trainer_refuses_peft_config(tmp_path):
     from peft import LoraConfig
 
     with pytest.raises(ValueError, match="trains only the head"):
         LogitMLPGRPOTrainer(tiny_llama(), digit_reward, args=config(tmp_path), train_dataset=dataset(),
                             processing_class=char_tokenizer(), peft_config=LoraConfig())
-    with pytest.raises(NotImplementedError, match="vLLM"):
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_use_vllm_without_vllm_says_what_to_install(tmp_path):
+    with pytest.raises(ImportError, match=r"logitmlp-hf\[vllm\]"):
         make_trainer(tmp_path, use_vllm=True)
 
 
