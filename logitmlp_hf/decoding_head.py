@@ -150,6 +150,11 @@ class DecodingHead(nn.Module):
         """The logits ``generate()`` samples from (float32, ``-inf`` for tokens a rule removes)."""
         raise NotImplementedError
 
+    def sampling_logits_(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
+        """:meth:`sampling_logits` allowed to overwrite ``logits`` (a float32 tensor the caller owns, no autograd);
+        for inference hot paths. Defaults to :meth:`sampling_logits`."""
+        return self.sampling_logits(logits, decisions)
+
     def policy_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
         """Logits whose ``log_softmax`` is the policy trained on; differentiable in ``decisions``.
 

@@ -94,6 +94,10 @@ class LogitMLPHead(DecodingHead):
         """``f(ℓ) = s1·ℓ + (s2 − s1)·ReLU(ℓ − b)`` (:func:`~logitmlp_hf.transform.warp_logits`)."""
         return warp_logits(logits, decisions["s1"], decisions["s2"], decisions["b"])
 
+    def sampling_logits_(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
+        """The warp written into ``logits`` (float32): one temporary instead of three."""
+        return warp_logits(logits, decisions["s1"], decisions["s2"], decisions["b"], inplace=True)
+
     def log_values(self, decisions: Decisions, logit_features: torch.Tensor) -> dict[str, torch.Tensor]:
         """s1, s2, and the breakpoint as stds below the max (in ``(0, breakpoint_scale)``)."""
         below_max = (logit_features[..., 0] - decisions["b"]) / logit_features[..., 2].clamp_min(1e-6)

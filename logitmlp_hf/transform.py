@@ -61,8 +61,6 @@ def logit_statistics(logits: torch.Tensor, check_finite: bool = True, host_sync:
             such as vLLM's per-step ``compute_logits``, where a synchronisation would stall the scheduler.
     """
     x = logits.detach().float()
-    finite = x > float("-inf")  # NaN compares False here but is caught by the max check below
-    count = finite.sum(dim=-1)
     row_max = x.amax(dim=-1)
     if check_finite and host_sync and not bool(torch.isfinite(row_max).all()):
         bad = int((~torch.isfinite(row_max)).sum())
@@ -71,12 +69,15 @@ def logit_statistics(logits: torch.Tensor, check_finite: bool = True, host_sync:
             "the LogitMLP warp is undefined there. Check the base model's dtype (fp16 overflow) and any logits "
             "processor that runs before the head."
         )
-    if host_sync and not bool((count < x.shape[-1]).any()):
-        # Nothing masked (the usual case): plain sums, ~6x faster than the masked ones below (and than
-        # torch.std_mean, which is slower still on CPU: 0.98 vs 0.08 ms for 8 x 49,152).
+    if host_sync and bool((x.amin(dim=-1) > float("-inf")).all()):
+        # Nothing masked (the usual case), told apart by the row minimum: counting finite entries (a comparison and
+        # an integer sum) cost 5x the rest on CPU (64 x 49,152: 7 ms before, 1.4 ms now). The std is centred
+        # (E[x²] − mean² would be 5x cheaper still but loses up to 1e-3 relative when |mean| ≫ std).
         mean = x.sum(dim=-1) / x.shape[-1]
         std = (x - mean.unsqueeze(-1)).square_().sum(dim=-1).div_(x.shape[-1]).sqrt_()
         return LogitStatistics(row_max, mean, std)
+    finite = x > float("-inf")  # NaN compares False here but is caught by the max check above
+    count = finite.sum(dim=-1)
     zeros = torch.zeros((), dtype=x.dtype, device=x.device)
     safe_count = count.clamp_min(1).to(x.dtype)
     mean = torch.where(finite, x, zeros).sum(dim=-1) / safe_count
@@ -110,26 +111,38 @@ def warp_parameters(
     return WarpParameters(slopes[..., 0], slopes[..., 1], b)
 
 
-def warp_logits(logits: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def warp_logits(
+    logits: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, b: torch.Tensor, inplace: bool = False
+) -> torch.Tensor:
     """``f(ℓ) = s1·ℓ + (s2 − s1)·ReLU(ℓ − b)``, element-wise, in float32.
 
-    Evaluated branch-wise as ``s1·ℓ`` below the breakpoint and ``s2·ℓ + (s1 − s2)·b`` above it. This is the same
-    function, but (i) each branch is a composition of monotone roundings, so in floating point two logits on the
-    same side of ``b`` can tie but never swap (the literal form adds an increasing and a decreasing term when
-    ``s2 < s1``, and rounding can swap neighbours), and (ii) equal slopes give exactly ``s·ℓ``: temperature and the
-    identity are bit-exact. Only logits within a few ulps of ``b`` on opposite sides can be affected by rounding.
+    Evaluated from its two linear pieces, ``s1·ℓ`` (below the breakpoint) and ``s2·ℓ + (s1 − s2)·b`` (above it), as
+    their maximum where ``s2 ≥ s1`` and their minimum where ``s2 < s1``. This is the same function, but (i) each piece
+    is a composition of monotone roundings and so is their max/min, so in floating point two logits can tie but never
+    swap (the literal form adds an increasing and a decreasing term when ``s2 < s1``, and rounding can swap
+    neighbours), and (ii) equal slopes give exactly ``s·ℓ``: temperature and the identity are bit-exact.
     ``-inf`` stays ``-inf``. The result is float32 even for bf16/fp16 logits: slopes up to 4 would otherwise overflow
     fp16 and round away the small differences that the policy ratio in training depends on.
 
     Args:
         logits (`torch.Tensor` of shape `(..., vocab_size)`).
         s1, s2, b (`torch.Tensor` of shape `(...)` or scalars): per-row slopes and breakpoint.
+        inplace (`bool`, *optional*, defaults to `False`): write the result into ``logits`` when they are float32
+            (into their float32 copy otherwise) instead of a new tensor; no autograd through ``logits``. For
+            inference hot paths that own their logits (vLLM's ``compute_logits``).
     """
     x = logits.float()
     # Per-row parameters broadcast over the vocabulary dimension; scalars broadcast as they are.
     s1, s2, b = (torch.as_tensor(v, dtype=torch.float32, device=x.device) for v in (s1, s2, b))
     s1, s2, b = (v.unsqueeze(-1) if v.dim() else v for v in (s1, s2, b))
-    return torch.where(x > b, s2 * x + (s1 - s2) * b, s1 * x)
+    # With sign = +1 where s2 ≥ s1 (f is convex: the larger branch) and −1 elsewhere (concave: the smaller one),
+    # f = sign·max(sign·s1·ℓ, sign·(s2·ℓ + (s1 − s2)·b)); the sign flips are exact. Four vectorised passes and no
+    # comparison mask: 3 ms instead of 7.5 ms for 64 × 49,152 on CPU.
+    sign = torch.where(s2 >= s1, 1.0, -1.0)
+    upper = torch.addcmul(sign * (s1 - s2) * b, x, sign * s2)
+    if inplace:
+        return torch.maximum(x.mul_(sign * s1), upper, out=x).mul_(sign)
+    return torch.maximum(x * (sign * s1), upper).mul_(sign)
 
 
 def warp_kl(warped_logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:

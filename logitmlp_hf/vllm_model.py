@@ -128,6 +128,21 @@ class VLLMHeadSpec:
         return head_class.config_class.from_dict(dict(self.config))
 
 
+def apply_head(
+    head: DecodingHead, hidden_states: torch.Tensor, logits: torch.Tensor, check_finite: bool | None = None
+) -> torch.Tensor:
+    """The head's sampling logits (float32) from the base's, as the engine computes them at every step.
+
+    The logits are converted to float32 once (or used as they are), and the warp is written into them: nothing reads
+    the base logits after ``compute_logits``. On an accelerator no step waits for the device unless ``check_finite``.
+    """
+    on_cpu = logits.device.type == "cpu"
+    logits = logits.float()
+    check = on_cpu if check_finite is None else check_finite
+    stats = logit_statistics(logits, check_finite=check, host_sync=on_cpu or check)
+    return head.sampling_logits_(logits, head.decide(hidden_states, stats))
+
+
 @contextlib.contextmanager
 def _float32_on_cpu() -> Iterator[None]:
     # vLLM builds models under its own default dtype (the model's, e.g. bf16) and default device; the head is kept
@@ -191,12 +206,7 @@ class DecodingHeadVLLMMixin:
         logits = super().compute_logits(hidden_states, *args, **kwargs)
         if logits is None:  # not the rank that holds the logits (pipeline / tensor parallel gather)
             return None
-        head = self.decoding_head
-        on_cpu = logits.device.type == "cpu"
-        check = self.decoding_head_spec.check_finite
-        stats = logit_statistics(logits, check_finite=on_cpu if check is None else check, host_sync=on_cpu or bool(check))
-        decisions = head.decide(hidden_states, stats)
-        return head.sampling_logits(logits, decisions)
+        return apply_head(self.decoding_head, hidden_states, logits, self.decoding_head_spec.check_finite)
 
     @property
     def compute_logits_local(self) -> Any:
@@ -280,4 +290,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ARCHITECTURE_PREFIX", "HF_CONFIG_KEY", "VLLMHeadSpec", "decoding_head_model_class", "wrapper_architecture"]
+__all__ = ["ARCHITECTURE_PREFIX", "HF_CONFIG_KEY", "VLLMHeadSpec", "apply_head", "decoding_head_model_class", "wrapper_architecture"]

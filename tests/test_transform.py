@@ -136,3 +136,16 @@ def test_unmasked_fast_path_agrees_with_the_masked_computation():
         assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(fast.mean, logits.mean(-1), atol=1e-5)
     assert torch.allclose(fast.std, logits.std(-1, correction=0), atol=1e-5)
+
+
+def test_in_place_warp_equals_the_warp_and_reuses_float32_storage():
+    logits = torch.randn(5, 300) * 4
+    logits[0, :7] = float("-inf")
+    s1, s2 = torch.tensor([0.3, 2.0, 1.0, 4.0, 0.5]), torch.tensor([3.0, 0.4, 1.0, 0.25, 0.5])
+    b = logits.amax(-1) - 2.0
+    expected = warp_logits(logits, s1, s2, b)
+    work = logits.clone()
+    out = warp_logits(work, s1, s2, b, inplace=True)
+    assert out.data_ptr() == work.data_ptr() and torch.equal(out, expected)
+    half = logits.half()
+    assert torch.equal(warp_logits(half, s1, s2, b, inplace=True), warp_logits(half, s1, s2, b))
