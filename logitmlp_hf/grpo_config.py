@@ -117,6 +117,12 @@ class LogitMLPGRPOConfig(GRPOConfig):
             )
         if self.max_dynamic_sampling_rounds < 0:
             raise ValueError(f"max_dynamic_sampling_rounds must be >= 0, got {self.max_dynamic_sampling_rounds}")
+        if self.use_vllm and self.vllm_enable_sleep_mode:
+            raise ValueError(
+                "vllm_enable_sleep_mode=True: TRL's sleep (level 2) discards the engine's weights and re-sends the whole "
+                "model after each wake-up, while this trainer only ever sends the head (the base is frozen). Head-only "
+                "updates need almost no memory beside the engine, so leave sleep mode off."
+            )
         if self.gradient_checkpointing:
             raise ValueError("gradient_checkpointing must be False: only the head is trained and the base is frozen")
         if self.beta != 0.0:

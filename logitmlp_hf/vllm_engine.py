@@ -34,7 +34,8 @@ from typing import Any
 from .base_loading import check_head_fits, resolve_model_path
 from .configuration_decoding_head import DecodingHeadConfig
 from .head_repo import load_head_config
-from .vllm_model import HF_CONFIG_KEY, VLLMHeadSpec, wrapper_architecture
+from .decoding_head import head_class_for
+from .vllm_model import HF_CONFIG_KEY, VLLMHeadSpec, check_runs_in_vllm, wrapper_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def vllm_engine_args(
         raise ValueError(f"adapter must be one of {ADAPTER_MODES}, got {adapter!r}")
     head_name_or_path = str(head_name_or_path)
     config = load_head_config(head_name_or_path, revision=revision)
+    check_runs_in_vllm(head_class_for(config.model_type)(config))
     spec = VLLMHeadSpec(name_or_path=_absolute_if_local(head_name_or_path), revision=revision,
                         check_finite=check_finite)
     model, model_revision = _base_of(config, base_model)

@@ -128,6 +128,17 @@ class VLLMHeadSpec:
         return head_class.config_class.from_dict(dict(self.config))
 
 
+def check_runs_in_vllm(head: DecodingHead) -> None:
+    """Raise unless the head decides per token from ``h`` and ``ℓ`` alone, which is all ``compute_logits`` sees."""
+    if not head.per_token or head.uses_context:  # instance attributes: some heads decide from their config
+        raise ValueError(
+            f"{type(head).__name__} cannot run inside vLLM: "
+            + ("it decides once per sequence" if not head.per_token else
+               "it conditions on the token budget left, which vLLM's compute_logits does not see")
+            + "; use its transformers wrapper's generate()"
+        )
+
+
 def apply_head(
     head: DecodingHead, hidden_states: torch.Tensor, logits: torch.Tensor, check_finite: bool | None = None
 ) -> torch.Tensor:
@@ -174,13 +185,6 @@ class DecodingHeadVLLMMixin:
         spec = VLLMHeadSpec.from_hf_config(model_config.hf_config)
         config = spec.load_config()
         head_class = head_class_for(config.model_type)
-        if not head_class.per_token or head_class.uses_context:
-            raise ValueError(
-                f"{head_class.__name__} cannot run inside vLLM: "
-                + ("it decides once per sequence" if not head_class.per_token else
-                   "it conditions on the token budget left, which vLLM's compute_logits does not see")
-                + "; use its transformers wrapper's generate()"
-            )
         check_head_fits(config, model_config.get_hidden_size(), model_config.get_vocab_size(),
                         f"the served model {model_config.model!r}")
         if config.base_model_name_or_path and config.base_model_name_or_path != model_config.model:
@@ -191,6 +195,7 @@ class DecodingHeadVLLMMixin:
         with _float32_on_cpu(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(_INLINE_INIT_SEED)
             head = head_class(config)
+        check_runs_in_vllm(head)
         self.decoding_head_spec = spec
         self.decoding_head_config = config
         self.head_attribute = _model_class_of(head).head_attribute
@@ -290,4 +295,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ARCHITECTURE_PREFIX", "HF_CONFIG_KEY", "VLLMHeadSpec", "apply_head", "decoding_head_model_class", "wrapper_architecture"]
+__all__ = ["ARCHITECTURE_PREFIX", "HF_CONFIG_KEY", "VLLMHeadSpec", "apply_head", "check_runs_in_vllm", "decoding_head_model_class", "wrapper_architecture"]

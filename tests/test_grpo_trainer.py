@@ -163,7 +163,8 @@ def test_a_raising_reward_function_gives_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"beta": 0.1}, "beta must be 0"), ({"gradient_checkpointing": True}, "gradient_checkpointing"),
-     ({"pass_k": 5}, "pass_k=5"), ({"objective": "pass@2"}, "objective")],
+     ({"pass_k": 5}, "pass_k=5"), ({"objective": "pass@2"}, "objective"),
+     ({"use_vllm": True, "vllm_enable_sleep_mode": True}, "sleep mode")],
 )
 def test_config_refuses_what_cannot_apply(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

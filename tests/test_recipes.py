@@ -128,3 +128,20 @@ def test_trainer_pushes_head_only_repos_with_run_card(tmp_path, local_hub):  # n
 
     pushed = load_bytes(files["logitmlp_head.safetensors"])
     assert torch.equal(pushed["fc_out.weight"], trainer.model.logitmlp_head.fc_out.weight.detach())
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "trainers" / "configs").glob("*.yaml")))
+def test_every_recipe_parses_into_the_trainer_config(recipe, tmp_path, monkeypatch):
+    """Each YAML recipe is valid for the script's TrlParser (a misspelt key fails here, not on a rented GPU)."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import train_logitmlp_grpo
+
+    argv = ["--config", str(ROOT / "trainers" / "configs" / recipe), "--output_dir", str(tmp_path)]
+    if "qwen3" in recipe and not torch.cuda.is_available():
+        argv += ["--bf16", "false"]  # the GPU recipes ask for bf16, which this CPU cannot honour
+    _, args = train_logitmlp_grpo.make_parser().parse_args_and_config(argv)
+    if "qwen3" in recipe:  # the GPU recipes roll out with vLLM, the head synced into colocated engines
+        assert args.use_vllm and args.vllm_mode == "colocate" and not args.vllm_enable_sleep_mode
+        assert args.vllm_max_model_length >= args.max_completion_length
+    else:
+        assert not args.use_vllm

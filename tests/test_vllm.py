@@ -254,9 +254,8 @@ def test_head_weights_update_without_touching_the_base(engine, smollm2, head_dir
 
 
 def test_a_head_for_another_base_fails_at_startup(head_dir, tmp_path):
-    from logitmlp_hf.vllm_engine import head_hf_overrides  # noqa: F401  (the pre-check is tested without vLLM)
-
-    # Bypass the pre-check of vllm_engine_args, as a hand-written `vllm serve --hf-overrides` would.
+    # Bypass the pre-check of vllm_engine_args (tested in test_vllm_engine.py), as a hand-written
+    # `vllm serve --hf-overrides` would.
     config = json.loads((head_dir / "config.json").read_text())
     config["hidden_size"] = 64
     bad = tmp_path / "bad-head"
@@ -265,13 +264,18 @@ def test_a_head_for_another_base_fails_at_startup(head_dir, tmp_path):
     overrides = {"architectures": ["DecodingHeadLlamaForCausalLM"], HF_CONFIG_KEY: {"name_or_path": str(bad)}}
     with pytest.raises(Exception) as caught:
         LLM(model=str(embedded_model_dir()), hf_overrides=overrides, **in_process_engine())
+    chain = error_chain(caught.value)
+    assert any(isinstance(e, IncompatibleBaseModelError) for e in chain), chain
+    assert any("hidden size 576 (head expects 64)" in str(e) for e in chain)
+
+
+def error_chain(err: BaseException | None) -> list[BaseException]:
+    """An exception and its causes (vLLM re-raises engine start-up errors from its own)."""
     chain = []
-    err = caught.value
     while err is not None:
         chain.append(err)
         err = err.__cause__ or err.__context__
-    assert any(isinstance(e, IncompatibleBaseModelError) for e in chain), chain
-    assert "hidden size 576 (head expects 64)" in str([str(e) for e in chain])
+    return chain
 
 
 def _free_port() -> int:
@@ -443,3 +447,47 @@ def test_a_vllm_model_class_without_the_hooks_is_refused():
         decoding_head_model_class("NoHooksForCausalLM")
     with pytest.raises(ValueError, match="no model class for architecture 'NotAnArch'"):
         decoding_head_model_class("NotAnArch")
+
+
+@pytest.mark.slow
+def test_other_per_token_heads_run_in_vllm_too(smollm2, prompt_ids, tmp_path):
+    """The wrapper is generic over decoding heads: AutoDeco's per-token temperature and hard top-p in vLLM equal its
+    transformers wrapper (tokens outside the nucleus are -inf in both, so vLLM never reports them)."""
+    from logitmlp_hf import AutoDecoForCausalLM
+
+    base, _ = smollm2
+    model = AutoDecoForCausalLM.from_base_model(base)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in (model.decoding_head.temperature_head[-1], model.decoding_head.top_p_head[-1]):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.05)
+    model.save_pretrained(tmp_path / "autodeco")
+    llm = load_vllm_engine(tmp_path / "autodeco", dtype="float32", **in_process_engine())
+    try:
+        assert type(engine_model(llm).decoding_head).__name__ == "AutoDecoHead"
+        out = llm.generate([{"prompt_token_ids": prompt_ids[2]}], SamplingParams(max_tokens=1, prompt_logprobs=5))[0]
+    finally:
+        shutdown(llm)
+    reference = AutoDecoForCausalLM.from_pretrained(tmp_path / "autodeco").to(DEVICE)
+    with torch.no_grad():
+        logits = reference(torch.tensor([prompt_ids[2]], device=DEVICE)).logits[0].float()
+    warped = torch.log_softmax(logits, -1).cpu()
+    index, tokens, values = reported(out.prompt_logprobs, 0)
+    finite = torch.isfinite(values)
+    assert finite.any() and torch.isfinite(warped[index, tokens][finite]).all()
+    assert (values[finite] - warped[index, tokens][finite]).abs().max() < TOLERANCE_FP32
+    # what vLLM left out of the nucleus, the wrapper did too
+    assert torch.equal(torch.isneginf(values), torch.isneginf(warped[index, tokens]))
+
+
+def test_heads_that_need_the_token_budget_are_refused(smollm2, tmp_path):
+    from logitmlp_hf import DecodingAdapterForCausalLM
+
+    model = DecodingAdapterForCausalLM.from_base_model(smollm2[0], budget_conditioning=True)
+    model.save_pretrained(tmp_path / "adapter-head")
+    # hand-written overrides (vllm_engine_args refuses this head before vLLM starts, see test_vllm_engine.py)
+    overrides = {"architectures": ["DecodingHeadLlamaForCausalLM"],
+                 HF_CONFIG_KEY: {"name_or_path": str(tmp_path / "adapter-head")}}
+    with pytest.raises(Exception) as caught:
+        LLM(model=str(embedded_model_dir()), hf_overrides=overrides, dtype="float32", **in_process_engine())
+    assert any("conditions on the token budget left" in str(e) for e in error_chain(caught.value))

@@ -158,3 +158,14 @@ def test_training_server_check():
     from_repo = {"model_config": {"hf_overrides": {"architectures": ["DecodingHeadLlamaForCausalLM"],
                                                    HF_CONFIG_KEY: {"name_or_path": "user/head"}}}}
     check_server_serves_head(from_repo, head)
+
+
+def test_heads_that_need_the_token_budget_or_decide_per_sequence_are_refused(tmp_path, base_dir):
+    from logitmlp_hf import DecodingAdapterForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    DecodingAdapterForCausalLM.from_base_model(base, budget_conditioning=True).save_pretrained(tmp_path / "budget")
+    with pytest.raises(ValueError, match="conditions on the token budget left"):
+        vllm_engine_args(tmp_path / "budget")
+    DecodingAdapterForCausalLM.from_base_model(base).save_pretrained(tmp_path / "plain")
+    assert vllm_engine_args(tmp_path / "plain")["hf_overrides"]["architectures"] == ["DecodingHeadLlamaForCausalLM"]
