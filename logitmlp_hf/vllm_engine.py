@@ -3,9 +3,10 @@
 A head repo's config names its base (and any LoRA adapter it was trained on), so the head alone is enough:
 
 ```python
+>>> from vllm import SamplingParams
 >>> from logitmlp_hf.vllm_engine import load_vllm_engine
 >>> llm = load_vllm_engine("user/smollm2-logitmlp-passk", dtype="bfloat16")
->>> outputs = llm.generate(["What is 13 + 29?"], vllm.SamplingParams(max_tokens=64))  # sampled from the warp
+>>> outputs = llm.generate(["What is 13 + 29?"], SamplingParams(max_tokens=64))  # sampled from the warp
 ```
 
 ``logitmlp vllm-serve <head repo> [vllm serve options]`` runs ``vllm serve`` the same way. The engine is plain vLLM
