@@ -6,7 +6,7 @@ same batches:
 
 - ``forward``: the base model alone, teacher-forced over the same left-padded batches with the same
   ``logits_to_keep`` (the floor: no analysis can be cheaper than producing the logits);
-- ``analyze``: :func:`logitmlp_hf.analysis.analyze_rollouts` — base + head forward, KL, top-1 bins, statistics,
+- ``analyze``: :func:`logitmlp_hf.analysis.per_token.analyze_rollouts` — base + head forward, KL, top-1 bins, statistics,
   top-6 candidates, the following words and ``T*`` on every active position.
 
 The head is untrained with ``init_std=0.05``: a worst case, most positions are active (KL > 0.01) and get a ``T*``
@@ -30,9 +30,9 @@ import time
 import torch
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.analysis import analyze_rollouts, length_order, teacher_forcing_batch
-from logitmlp_hf.benchmark_data import benchmark_path
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.analysis.per_token import analyze_rollouts, length_order, teacher_forcing_batch
+from logitmlp_hf.hub.offline_model import load_embedded_model
+from logitmlp_hf.tasks.benchmark_data import benchmark_path
 
 
 def _rollouts(tokenizer, n: int, tokens: int) -> list[dict]:

@@ -21,7 +21,8 @@ import time
 import torch
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.hub.offline_model import load_embedded_model
+
 
 PROMPTS = [f"What is {a} + {b}?" for a, b in [(14, 15), (3, 19), (7, 8), (12, 9), (20, 5), (6, 17), (11, 11), (2, 13)]]
 

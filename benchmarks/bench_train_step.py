@@ -29,7 +29,7 @@ from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer
 
 from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.hub.offline_model import load_embedded_model
 
 
 class PeakRSS:

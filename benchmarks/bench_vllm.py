@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 import torch  # noqa: E402
@@ -39,8 +40,8 @@ def _save_head(model: str, path: str) -> None:
     from transformers import AutoConfig
 
     from logitmlp_hf import LogitMLPConfig, LogitMLPHead
-    from logitmlp_hf.base_loading import resolve_model_path
-    from logitmlp_hf.head_repo import save_head
+    from logitmlp_hf.hub.base_loading import resolve_model_path
+    from logitmlp_hf.hub.head_repo import save_head
 
     text = AutoConfig.from_pretrained(resolve_model_path(model)).get_text_config()
     config = LogitMLPConfig(base_model_name_or_path=model, hidden_size=text.hidden_size, vocab_size=text.vocab_size,
@@ -51,9 +52,9 @@ def _save_head(model: str, path: str) -> None:
 
 def _head_step_ms(hidden_size: int, vocab_size: int, batch: int, device: str, dtype: torch.dtype) -> float:
     """Milliseconds the head adds to one decoding step of ``batch`` sequences: what the engine's ``compute_logits``
-    runs after the base's logits (:func:`~logitmlp_hf.vllm_model.apply_head`), median of 5 × 20 calls."""
+    runs after the base's logits (:func:`~logitmlp_hf.integrations.vllm.model.apply_head`), median of 5 × 20 calls."""
     from logitmlp_hf import LogitMLPConfig, LogitMLPHead
-    from logitmlp_hf.vllm_model import apply_head
+    from logitmlp_hf.integrations.vllm.model import apply_head
 
     head = LogitMLPHead(LogitMLPConfig(hidden_size=hidden_size, vocab_size=vocab_size, init_std=0.05)).to(device)
     hidden = torch.randn(batch, hidden_size, device=device, dtype=dtype)
@@ -94,9 +95,9 @@ def main() -> None:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
-    from logitmlp_hf.base_loading import resolve_model_path
-    from logitmlp_hf.offline_model import EMBEDDED_MODEL_ID
-    from logitmlp_hf.vllm_engine import load_vllm_engine
+    from logitmlp_hf.hub.base_loading import resolve_model_path
+    from logitmlp_hf.hub.offline_model import EMBEDDED_MODEL_ID
+    from logitmlp_hf.integrations.vllm.engine import load_vllm_engine
 
     model = args.model or EMBEDDED_MODEL_ID
     path = resolve_model_path(model)

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.analysis import analyze_rollouts, generate_arithmetic_rollouts
-from logitmlp_hf.analysis_report import write_report
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.analysis.per_token import analyze_rollouts, generate_arithmetic_rollouts
+from logitmlp_hf.analysis.report import write_report
+from logitmlp_hf.hub.offline_model import load_embedded_model
 
 
 def main(argv=None):

@@ -2,7 +2,7 @@
 
 Every policy samples ``--n-samples`` completions for each of ``--n-problems`` held-out arithmetic problems; the
 table has the source's Table-1 columns with bootstrap CIs. Baselines are `LogitsProcessor`s from
-`logitmlp_hf.baselines`, so the same objects work with a plain `model.generate(..., logits_processor=[...])`.
+`logitmlp_hf.evaluation.baselines`, so the same objects work with a plain `model.generate(..., logits_processor=[...])`.
 
     python examples/compare_baselines.py                                  # a fresh (near-identity) head
     python examples/compare_baselines.py --head outputs/reproduce/heads/passk --n-problems 50 --n-samples 8
@@ -11,8 +11,10 @@ table has the source's Table-1 columns with bootstrap CIs. Baselines are `Logits
 import argparse
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.evaluation import DecodingPolicy, evaluate, load_eval_dataset, parse_policy
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.evaluation.policies import DecodingPolicy, parse_policy
+from logitmlp_hf.evaluation.runner import evaluate, load_eval_dataset
+from logitmlp_hf.hub.offline_model import load_embedded_model
+
 
 POLICIES = [
     "temperature:0.4",

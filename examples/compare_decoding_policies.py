@@ -22,12 +22,16 @@ import time
 from pathlib import Path
 
 from logitmlp_hf import AutoDecoForCausalLM, DecodingAdapterForCausalLM, fit_sequence_adapter
-from logitmlp_hf.analysis import analyze_rollouts, load_rollouts
-from logitmlp_hf.eval_metrics import paired_difference
-from logitmlp_hf.evaluation import DecodingPolicy, EvalResults, evaluate, format_metrics_table
-from logitmlp_hf.offline_model import load_embedded_model
-from logitmlp_hf.reproduce import ReproduceConfig, problem_sets, train_head
-from logitmlp_hf.strategy_pool import candidate_pool
+from logitmlp_hf.analysis.per_token import analyze_rollouts, load_rollouts
+from logitmlp_hf.evaluation.metrics import paired_difference
+from logitmlp_hf.evaluation.policies import DecodingPolicy
+from logitmlp_hf.evaluation.results import EvalResults, format_metrics_table
+from logitmlp_hf.evaluation.runner import evaluate
+from logitmlp_hf.heads.sequence_adapter.strategy_pool import candidate_pool
+from logitmlp_hf.hub.offline_model import load_embedded_model
+from logitmlp_hf.reproduce.config import ReproduceConfig
+from logitmlp_hf.reproduce.pipeline import problem_sets, train_head
+
 
 GLOBAL_T_STAR = 0.1  # the main job's validation-selected temperature (examples/results/README.md)
 NAMES = {

@@ -9,7 +9,7 @@ import argparse
 import torch
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.hub.offline_model import load_embedded_model
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import logitmlp_hf  # noqa: F401  (registers the "logitmlp" model type with the Auto classes)
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.hub.offline_model import load_embedded_model
 
 
 def main(argv=None):

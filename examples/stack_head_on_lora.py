@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.offline_model import load_embedded_model
+from logitmlp_hf.hub.offline_model import load_embedded_model
 
 
 def main(argv=None):

@@ -2,46 +2,54 @@
 
 Importing the package registers every decoding head type (``logitmlp`` and the others in the same framework) with
 transformers' Auto classes, so ``AutoModelForCausalLM.from_pretrained(<head repo>)`` returns the base model with the
-head on it.
+head on it. The layout is described in the README ("Package layout").
 """
-
-from transformers import AutoConfig, AutoModelForCausalLM
 
 __version__ = "0.1.0"
 
-from .autodeco import AutoDecoConfig, AutoDecoForCausalLM, AutoDecoHead  # noqa: E402
-from .configuration_decoding_head import DecodingHeadConfig  # noqa: E402
-from .configuration_logitmlp import LogitMLPConfig  # noqa: E402
-from .decoding_adapter import DecodingAdapterConfig, DecodingAdapterForCausalLM, DecodingAdapterHead  # noqa: E402
-from .decoding_head import DecodingContext, DecodingHead, HeadTokenStats  # noqa: E402
-from .errors import HeadCheckpointError, IncompatibleBaseModelError, LogitMLPError, NonFiniteLogitsError  # noqa: E402
-from .head import LogitMLPHead  # noqa: E402
-from .logits_processor import LogitMLPLogitsProcessor  # noqa: E402
-from .modeling_decoding_head import (  # noqa: E402
+from . import _compat
+from .errors import HeadCheckpointError, IncompatibleBaseModelError, LogitMLPError, NonFiniteLogitsError
+from .features import LogitFeatures, LogitStatistics, logit_statistics, warp_kl
+from .heads import (
+    DecodingContext,
+    DecodingHead,
+    DecodingHeadConfig,
+    HeadTokenStats,
+    register_decoding_head,
+    registered_head_types,
+)
+from .heads.autodeco import AutoDecoConfig, AutoDecoForCausalLM, AutoDecoHead
+from .heads.decoding_adapter import DecodingAdapterConfig, DecodingAdapterForCausalLM, DecodingAdapterHead
+from .heads.logitmlp import (
+    LogitMLPCausalLMOutput,
+    LogitMLPConfig,
+    LogitMLPForCausalLM,
+    LogitMLPHead,
+    LogitMLPPolicyOutput,
+)
+from .heads.logitmlp.presets import apply_preset, preset_parameters
+from .heads.logitmlp.transform import WarpParameters, warp_logits, warp_parameters
+from .heads.sequence_adapter import SequenceAdapterConfig, SequenceAdapterForCausalLM, SequenceAdapterHead
+from .logits_processor import DecodingHeadLogitsProcessor, LogitMLPLogitsProcessor
+from .modeling import (
     DecodingHeadCausalLMOutput,
     DecodingHeadForCausalLM,
     DecodingPolicyOutput,
     load_decoding_head_model,
 )
-from .modeling_logitmlp import LogitMLPCausalLMOutput, LogitMLPForCausalLM, LogitMLPPolicyOutput  # noqa: E402
-from .presets import apply_preset, preset_parameters  # noqa: E402
-from .sequence_adapter import (  # noqa: E402
-    SequenceAdapterConfig,
-    SequenceAdapterForCausalLM,
-    SequenceAdapterHead,
-    fit_sequence_adapter,
-)
-from .transform import (  # noqa: E402
-    LogitStatistics,
-    WarpParameters,
-    logit_statistics,
-    warp_kl,
-    warp_logits,
-    warp_parameters,
-)
 
-# The trainer pulls in TRL (seconds to import); load it only when asked for.
-_LAZY = {"LogitMLPGRPOConfig": ".grpo_config", "LogitMLPGRPOTrainer": ".grpo_trainer"}
+
+_compat.install(__name__)
+
+# The trainer pulls in TRL, and fitting the sequence adapter the evaluation stack (seconds to import): load them only
+# when asked for.
+_LAZY = {
+    "DecodingHeadGRPOConfig": ".trainer.config",
+    "DecodingHeadGRPOTrainer": ".trainer.grpo_trainer",
+    "LogitMLPGRPOConfig": ".trainer.config",
+    "LogitMLPGRPOTrainer": ".trainer.grpo_trainer",
+    "fit_sequence_adapter": ".trainer.sequence_adapter",
+}
 
 
 def __getattr__(name: str):
@@ -51,10 +59,6 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-for _model_class in (LogitMLPForCausalLM, AutoDecoForCausalLM, DecodingAdapterForCausalLM, SequenceAdapterForCausalLM):
-    AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
-    AutoModelForCausalLM.register(_model_class.config_class, _model_class, exist_ok=True)
 
 __all__ = [
     "AutoDecoConfig",
@@ -68,10 +72,14 @@ __all__ = [
     "DecodingHeadCausalLMOutput",
     "DecodingHeadConfig",
     "DecodingHeadForCausalLM",
+    "DecodingHeadGRPOConfig",
+    "DecodingHeadGRPOTrainer",
+    "DecodingHeadLogitsProcessor",
     "DecodingPolicyOutput",
     "HeadCheckpointError",
     "HeadTokenStats",
     "IncompatibleBaseModelError",
+    "LogitFeatures",
     "LogitMLPCausalLMOutput",
     "LogitMLPConfig",
     "LogitMLPError",
@@ -89,10 +97,12 @@ __all__ = [
     "WarpParameters",
     "apply_preset",
     "fit_sequence_adapter",
+    "load_decoding_head_model",
     "logit_statistics",
     "preset_parameters",
+    "register_decoding_head",
+    "registered_head_types",
     "warp_kl",
     "warp_logits",
-    "load_decoding_head_model",
     "warp_parameters",
 ]

@@ -1,15 +1,17 @@
-"""`LogitMLPLogitsProcessor`: a head applied inside a *plain* base model's ``generate()``.
+"""`DecodingHeadLogitsProcessor`: a per-token decoding head applied inside a *plain* base model's ``generate()``.
 
 A `LogitsProcessor` only receives ``(input_ids, scores)``; the head also needs the final hidden state. The processor
 therefore puts a forward pre-hook on the base's unembedding (``get_output_embeddings()``) that records the hidden
-state of the last position at every decoding step, and warps ``scores`` with it when ``generate`` calls it. The hook
-lives until :meth:`LogitMLPLogitsProcessor.remove` (or the end of a ``with`` block).
+state of the last position at every decoding step, and replaces ``scores`` with the head's sampling logits when
+``generate`` calls it. The hook lives until :meth:`DecodingHeadLogitsProcessor.remove` (or the end of a ``with``
+block). Any per-token head type works (LogitMLP, AutoDeco, the token-level adapter); heads that condition on the
+token budget or decide once per sequence need the wrapper, which knows ``generate``'s step and budget.
 
 Ordering: ``generate`` runs its built-in processors (repetition penalty, ``min_new_tokens``, bad words, ...) first,
 then user processors such as this one, then the temperature/top-k/top-p/min-p warpers. So the head sees the
-penalised scores (``-inf`` entries are ignored by its statistics) and the sampling warpers act on the warped
-distribution. :class:`~logitmlp_hf.LogitMLPForCausalLM` instead warps the model's output, before every processor;
-with no built-in processor active the two paths give the same distribution.
+penalised scores (``-inf`` entries are ignored by its statistics) and the sampling warpers act on the head's
+distribution. :class:`~logitmlp_hf.DecodingHeadForCausalLM` instead applies the head to the model's output, before
+every processor; with no built-in processor active the two paths give the same distribution.
 """
 
 from __future__ import annotations
@@ -21,32 +23,40 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor
 
-from .base_loading import check_base_compatible, unwrap_causal_lm
-from .configuration_logitmlp import LogitMLPConfig
-from .head import LogitMLPHead
-from .head_repo import load_head_config, load_head_state_dict
-from .transform import warp_logits
+from .heads.base import DecodingHead
+from .heads.configuration import DecodingHeadConfig
+from .heads.registry import decoding_head_type
+from .hub.base_loading import check_base_compatible, unwrap_causal_lm
+from .hub.head_repo import load_head_config, load_head_state_dict
 
 
-class LogitMLPLogitsProcessor(LogitsProcessor):
+class DecodingHeadLogitsProcessor(LogitsProcessor):
     r"""
-    Warp next-token scores with a LogitMLP head during ``model.generate``.
+    Apply a per-token decoding head to next-token scores during ``model.generate``.
 
     Args:
-        head (:class:`LogitMLPHead`): the trained head.
+        head (:class:`~logitmlp_hf.heads.DecodingHead`): the trained head (LogitMLP, AutoDeco, token-level adapter).
         model (`PreTrainedModel` or `PeftModel`): the model whose ``generate`` this processor is passed to.
-        config (:class:`LogitMLPConfig`, *optional*): the head's config, to check the model's sizes against.
+        config (:class:`~logitmlp_hf.heads.DecodingHeadConfig`, *optional*): the head's config, to check the model's
+            sizes against.
 
     Example:
 
     ```python
-    >>> from logitmlp_hf import LogitMLPLogitsProcessor
-    >>> with LogitMLPLogitsProcessor.from_pretrained("user/smollm2-logitmlp-passk", base) as warp:
+    >>> from logitmlp_hf import DecodingHeadLogitsProcessor
+    >>> with DecodingHeadLogitsProcessor.from_pretrained("user/smollm2-logitmlp-passk", base) as warp:
     ...     out = base.generate(**inputs, do_sample=True, logits_processor=[warp], max_new_tokens=64)
     ```
     """
 
-    def __init__(self, head: LogitMLPHead, model: nn.Module, config: LogitMLPConfig | None = None) -> None:
+    def __init__(self, head: DecodingHead, model: nn.Module, config: DecodingHeadConfig | None = None) -> None:
+        if not head.per_token or head.uses_context:
+            raise ValueError(
+                f"{type(head).__name__} "
+                + ("decides once per sequence" if not head.per_token else "conditions on the token budget")
+                + ", which a logits processor cannot see; load it with AutoModelForCausalLM.from_pretrained(head repo) "
+                "(or load_decoding_head_model) and call that model's generate()"
+            )
         if config is not None:
             check_base_compatible(config, model)
         self.head = head
@@ -57,10 +67,10 @@ class LogitMLPLogitsProcessor(LogitsProcessor):
     @classmethod
     def from_pretrained(
         cls, head_name_or_path: str | os.PathLike, model: nn.Module, **hub_kwargs: Any
-    ) -> LogitMLPLogitsProcessor:
-        """Load a head repo's head (not its base) and hook it to ``model``."""
+    ) -> DecodingHeadLogitsProcessor:
+        """Load a head repo's head (not its base), of whatever head type, and hook it to ``model``."""
         config = load_head_config(head_name_or_path, **hub_kwargs)
-        head = LogitMLPHead(config)
+        head = decoding_head_type(config.model_type).head_class(config)
         head.load_state_dict(load_head_state_dict(head_name_or_path, config, **hub_kwargs))
         device = unwrap_causal_lm(model).get_output_embeddings().weight.device
         return cls(head.to(device).eval(), model, config=config)
@@ -73,23 +83,29 @@ class LogitMLPLogitsProcessor(LogitsProcessor):
         hidden, self._last_hidden = self._last_hidden, None
         if hidden is None:
             raise RuntimeError(
-                "LogitMLPLogitsProcessor saw no hidden state for this step: pass it to the generate() of the model it "
-                "was built with, and do not call remove() before generating"
+                f"{type(self).__name__} saw no hidden state for this step: pass it to the generate() of the model "
+                "it was built with, and do not call remove() before generating"
             )
         if hidden.shape[0] != scores.shape[0]:
             raise RuntimeError(
                 f"batch mismatch: hidden states for {hidden.shape[0]} sequences, scores for {scores.shape[0]} "
                 "(assisted/speculative decoding, which scores several positions per step, is not supported)"
             )
-        params = self.head(hidden.to(self.head.fc_in.weight.device), scores)
-        return warp_logits(scores, *params).to(scores.dtype)
+        warped, _ = self.head.warp(hidden.to(self.head.device), scores)
+        return warped.to(scores.dtype)
 
     def remove(self) -> None:
         """Detach the hook from the model."""
         self._handle.remove()
 
-    def __enter__(self) -> LogitMLPLogitsProcessor:
+    def __enter__(self) -> DecodingHeadLogitsProcessor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+# The name of the first head type's processor, kept for existing code; it takes every per-token head.
+LogitMLPLogitsProcessor = DecodingHeadLogitsProcessor
+
+__all__ = ["DecodingHeadLogitsProcessor", "LogitMLPLogitsProcessor"]

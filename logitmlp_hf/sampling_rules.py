@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+
 _NEG_INF = float("-inf")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+
 # Nothing in the test suite may reach the Hub; tests that exercise Hub code use the local server in hub_server.py.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -11,6 +12,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM  # noqa: E402
+
 
 VOCAB = 256
 HIDDEN = 48

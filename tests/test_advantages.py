@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from logitmlp_hf.advantages import group_mean_advantages, pass_at_k, passk_advantages
+from logitmlp_hf.trainer.advantages import group_mean_advantages, pass_at_k, passk_advantages
 
 
 def brute_force_passk(rewards: list[int], k: int) -> list[float]:

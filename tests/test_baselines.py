@@ -6,21 +6,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_modeling import _batch
 from conftest import VOCAB, tiny_llama
+from test_modeling import _batch
 from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from logitmlp_hf.baselines import (
+from logitmlp_hf.evaluation.baselines import (
     BASELINES,
     AnnealedTemperatureProcessor,
     EntropyGuidedTemperatureProcessor,
     MultiTemperatureProcessor,
     finite_entropy,
-    majority_vote,
     make_baseline_processor,
     split_samples_across_temperatures,
     static_warpers,
 )
+from logitmlp_hf.tasks.answers import majority_vote
+
 
 # ---------------------------------------------------------------------------------------------------------- helpers
 

@@ -1,6 +1,6 @@
 import json
 
-from logitmlp_hf.checkpoints import last_complete_checkpoint
+from logitmlp_hf.trainer.checkpoints import last_complete_checkpoint
 
 
 def _checkpoint(root, step, head=True, state="ok"):

@@ -1,16 +1,17 @@
-"""The contextual-bandit strategy selector of logitmlp_hf.contextual_bandit on synthetic problems."""
+"""The contextual-bandit strategy selector of logitmlp_hf.heads.sequence_adapter.contextual_bandit on synthetic problems."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from logitmlp_hf.contextual_bandit import (
+from logitmlp_hf.heads.sequence_adapter.contextual_bandit import (
     BanditPolicyNet,
     budget_features,
     evaluate_bandit_policy,
     train_bandit,
 )
+
 
 DIM = 8
 BUDGETS = [1, 4, 16]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from logitmlp_hf import data
-from logitmlp_hf.data import (
+from logitmlp_hf.tasks import data
+from logitmlp_hf.tasks.data import (
     BOXED_INSTRUCTION,
     ArithmeticTaskConfig,
     build_prompt,
@@ -24,6 +24,7 @@ from logitmlp_hf.data import (
     make_arithmetic_dataset,
     make_arithmetic_splits,
 )
+
 
 SHARED_DATA = Path(os.environ.get("LOGITMLP_SHARED_DATA", "/work/shared/data"))
 COLUMNS = ["prompt", "answer", "question"]
@@ -288,7 +289,7 @@ def test_load_dapo_rejects_other_formats(tmp_path):
 
 def test_datasets_feed_the_reward(dapo_jsonl, tmp_path):
     # End to end: loader columns are exactly what MathVerifyReward reads, in TRL's calling convention.
-    from logitmlp_hf.rewards import MathVerifyReward
+    from logitmlp_hf.tasks.rewards import MathVerifyReward
 
     ds = make_arithmetic_dataset(ArithmeticTaskConfig(n_problems=4))
     reward = MathVerifyReward()

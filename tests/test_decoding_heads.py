@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-
 import pytest
 import torch
 from conftest import char_tokenizer, tiny_llama
@@ -27,11 +26,18 @@ from logitmlp_hf import (
     SequenceAdapterForCausalLM,
     load_decoding_head_model,
 )
-from logitmlp_hf.evaluation import evaluate
-from logitmlp_hf.policy_logprobs import Unembedding, cache_features
-from logitmlp_hf.sampling_rules import apply_sampling_rules, min_p_logits, temperature_logits, top_k_logits, top_p_logits
-from logitmlp_hf.sequence_adapter import fit_sequence_adapter, prompt_embeddings
-from logitmlp_hf.strategy_pool import SamplingStrategy
+from logitmlp_hf.evaluation.runner import evaluate
+from logitmlp_hf.features import LogitFeatures, Unembedding, cache_features
+from logitmlp_hf.heads.sequence_adapter.strategy_pool import SamplingStrategy
+from logitmlp_hf.sampling_rules import (
+    apply_sampling_rules,
+    min_p_logits,
+    temperature_logits,
+    top_k_logits,
+    top_p_logits,
+)
+from logitmlp_hf.trainer.sequence_adapter import fit_sequence_adapter, prompt_embeddings
+
 
 STRATEGIES = [{"temperature": 0.0}, {"temperature": 0.7, "top_p": 0.9}, {"temperature": 1.2, "top_k": 5, "min_p": 0.05}]
 
@@ -122,7 +128,7 @@ def test_generic_cached_logprobs_match_direct_autograd():
     cached_grads = [p.grad.clone() for p in head.parameters()]
     head.zero_grad()
     logits = base(ids).logits[:, -7:-1]
-    from logitmlp_hf.transform import logit_statistics
+    from logitmlp_hf.features import logit_statistics
 
     decisions = head.decide(hidden, logit_statistics(logits))
     direct = torch.log_softmax(head.policy_logits(logits, decisions) / 1.3, -1).gather(-1, targets[..., None])[..., 0]
@@ -163,7 +169,7 @@ def test_adapter_mixture_argmax_mask_and_entropy():
         head.policy[-1].weight.normal_(0, 0.5)
     logits = base(_ids()).logits[:, -1]
     hidden = torch.randn(2, 48)
-    from logitmlp_hf.transform import logit_statistics
+    from logitmlp_hf.features import logit_statistics
 
     decisions = head.decide(hidden, logit_statistics(logits))
     pi = decisions["action_log_probs"].exp()
@@ -175,7 +181,7 @@ def test_adapter_mixture_argmax_mask_and_entropy():
         assert torch.equal(head.sampling_logits(logits, decisions)[r],
                            temperature_logits(logits[r], [0, 0.5, 1, 1.25][best[r]]))
     features = torch.tensor([[5.0, 0, 1, 5.01], [5.0, 0, 1, 7.0]])  # max prob ≈ 0.99 vs ≈ 0.14
-    assert head.loss_mask(features).tolist() == [False, True]
+    assert head.loss_mask(LogitFeatures.unpack(features)).tolist() == [False, True]
     entropy = -(pi * pi.log()).sum(-1)
     assert torch.allclose(head.regularizer(decisions), 0.01 * entropy)
 
@@ -374,7 +380,7 @@ def test_trainer_refuses_the_sequence_adapter_and_unknown_heads(tmp_path):
 @pytest.mark.parametrize("cls, keys", [(AutoDecoForCausalLM, {"temperature", "top_p"}),
                                        (DecodingAdapterForCausalLM, {"p_greedy", "p_T=0.5", "p_T=1", "p_T=1.25"})])
 def test_per_token_analysis_runs_for_other_heads(cls, keys):
-    from logitmlp_hf.analysis import analyze_rollouts
+    from logitmlp_hf.analysis.per_token import analyze_rollouts
 
     base = tiny_llama()
     model = cls.from_base_model(base)

@@ -1,4 +1,4 @@
-"""Metric functions of logitmlp_hf.eval_metrics on hand-computed cases."""
+"""Metric functions of logitmlp_hf.evaluation.metrics on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from logitmlp_hf.advantages import pass_at_k
-from logitmlp_hf.eval_metrics import (
+from logitmlp_hf.evaluation.metrics import (
     answer_entropy,
     bootstrap_ci,
     canonical_answer,
@@ -18,6 +17,7 @@ from logitmlp_hf.eval_metrics import (
     per_problem_metrics,
     unique_fraction,
 )
+from logitmlp_hf.trainer.advantages import pass_at_k
 
 
 def test_table1_columns_on_hand_computed_problems():

@@ -11,17 +11,14 @@ from datasets import Dataset
 from transformers import TemperatureLogitsWarper
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.eval_metrics import MetricValue
-from logitmlp_hf.evaluation import (
-    DecodingPolicy,
-    EvalResults,
-    PolicyResults,
-    add_eval_arguments,
-    evaluate,
-    load_eval_dataset,
-    parse_policy,
-)
-from logitmlp_hf.temperature_sweep import global_temperature_sweep, pareto_plot, temperature_policy
+from logitmlp_hf.cli import main as cli_main
+from logitmlp_hf.cli.eval import EvalCommand
+from logitmlp_hf.evaluation.metrics import MetricValue
+from logitmlp_hf.evaluation.policies import DecodingPolicy, parse_policy
+from logitmlp_hf.evaluation.results import EvalResults, PolicyResults
+from logitmlp_hf.evaluation.runner import evaluate, load_eval_dataset
+from logitmlp_hf.evaluation.sweep import global_temperature_sweep, pareto_plot, temperature_policy
+
 
 ROLLOUT_FIELDS = {"problem_id", "sample", "policy", "prompt_ids", "completion_ids", "completion", "answer", "correct"}
 
@@ -122,7 +119,7 @@ def test_baseline_policy_uses_the_factory(monkeypatch):
         calls.append((name, kwargs))
         return TemperatureLogitsWarper(kwargs["t"])
 
-    import logitmlp_hf.baselines as baselines
+    import logitmlp_hf.evaluation.baselines as baselines
 
     monkeypatch.setattr(baselines, "make_baseline_processor", make_baseline_processor)
     model = tiny_llama()
@@ -143,7 +140,7 @@ def fake_results(values: dict[float, tuple[float, float]]) -> EvalResults:
 
 
 def test_sweep_selects_on_validation_and_reports_on_test(monkeypatch):
-    import logitmlp_hf.temperature_sweep as sweep_module
+    import logitmlp_hf.evaluation.sweep as sweep_module
 
     val_scores = {0.2: (0.3, 0.4), 0.6: (0.5, 0.6), 1.0: (0.4, 0.9)}
     seen = []
@@ -186,7 +183,7 @@ def test_sweep_end_to_end_and_pareto_plot(tmp_path):
 
 def test_eval_arguments_and_datasets():
     parser = argparse.ArgumentParser()
-    add_eval_arguments(parser)
+    EvalCommand().add_arguments(parser)
     args = parser.parse_args(["--policy", "temperature:1.0", "--policy", "head:x", "--dataset", "gsm8k",
                               "--n-samples", "4", "--save-rollouts"])
     assert args.policies == ["temperature:1.0", "head:x"] and args.save_rollouts and args.n_samples == 4
@@ -201,13 +198,9 @@ def test_eval_arguments_and_datasets():
 
 @pytest.mark.slow
 def test_run_eval_on_smollm2(tmp_path):
-    from logitmlp_hf.evaluation import run_eval
-
-    parser = argparse.ArgumentParser()
-    add_eval_arguments(parser)
-    args = parser.parse_args(["--policy", "temperature:0.7", "--n-problems", "4", "--n-samples", "2",
-                              "--max-new-tokens", "24", "--output-dir", str(tmp_path), "--save-rollouts"])
-    out = run_eval(args)
+    assert cli_main(["eval", "--policy", "temperature:0.7", "--n-problems", "4", "--n-samples", "2",
+                     "--max-new-tokens", "24", "--output-dir", str(tmp_path), "--save-rollouts"]) == 0
+    out = tmp_path
     data = json.loads((out / "results.json").read_text())
     assert data["config"]["n_problems"] == 4
     assert len((out / "rollouts.jsonl").read_text().splitlines()) == 8

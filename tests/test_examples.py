@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.offline_model import embedded_model_available
+from logitmlp_hf.hub.offline_model import embedded_model_available
+
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = [

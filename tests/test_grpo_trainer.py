@@ -11,7 +11,8 @@ from datasets import Dataset
 from safetensors.torch import load_file
 
 from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
-from logitmlp_hf.advantages import passk_advantages
+from logitmlp_hf.trainer.advantages import passk_advantages
+
 
 G = 4
 
@@ -141,7 +142,7 @@ def test_all_groups_filtered_is_bounded_and_loud(tmp_path, caplog):
     trainer = make_trainer(tmp_path, reward=lambda completions, **kw: [0.0] * len(completions),
                            max_dynamic_sampling_rounds=2)
     trainer.model.train()
-    with caplog.at_level(logging.WARNING, logger="logitmlp_hf.grpo_trainer"):
+    with caplog.at_level(logging.WARNING, logger="logitmlp_hf.trainer.grpo_trainer"):
         batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
     assert "no learning signal" in caplog.text
     assert trainer._metrics["train"]["dynamic_sampling/extra_rounds"][-1] == 2

@@ -15,9 +15,9 @@ from logitmlp_hf import (
     HeadCheckpointError,
     IncompatibleBaseModelError,
     LogitMLPForCausalLM,
+    LogitMLPHead,
     LogitMLPLogitsProcessor,
 )
-from logitmlp_hf.head_repo import HEAD_WEIGHTS_NAME
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def head_dir(tmp_path, base_dir):
 
 def test_save_writes_only_a_tiny_safetensors_head_and_a_card(head_dir, base_dir):
     path, model = head_dir
-    assert sorted(os.listdir(path)) == ["README.md", "config.json", HEAD_WEIGHTS_NAME]
+    assert sorted(os.listdir(path)) == ["README.md", "config.json", LogitMLPHead.weights_name]
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == "logitmlp" and config["base_model_name_or_path"] == str(base_dir)
     assert config["objective"] == "pass@k" and config["pass_k"] == 4
@@ -41,7 +41,7 @@ def test_save_writes_only_a_tiny_safetensors_head_and_a_card(head_dir, base_dir)
     assert "pass@k (analytical pass@k advantage, k = 4)" in card and "| best@8 | 0.5 |" in card
     assert f"{model.config.num_head_parameters:,}" in card
     # ~0.6 MB for a 576-wide base (SmolLM2); a few MB at most at 2048 wide
-    size = (path / HEAD_WEIGHTS_NAME).stat().st_size
+    size = (path / LogitMLPHead.weights_name).stat().st_size
     assert size < model.config.num_head_parameters * 4 + 4096
 
 
@@ -152,12 +152,12 @@ def test_missing_corrupt_and_mismatched_head_files(tmp_path, head_dir, base_dir)
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "config.json").write_text((path / "config.json").read_text())
-    data = (path / HEAD_WEIGHTS_NAME).read_bytes()
-    (corrupt / HEAD_WEIGHTS_NAME).write_bytes(data[: len(data) // 2])  # a truncated download
+    data = (path / LogitMLPHead.weights_name).read_bytes()
+    (corrupt / LogitMLPHead.weights_name).write_bytes(data[: len(data) // 2])  # a truncated download
     with pytest.raises(HeadCheckpointError, match="not a readable safetensors file"):
         LogitMLPForCausalLM.from_pretrained(corrupt)
 
-    (corrupt / HEAD_WEIGHTS_NAME).write_bytes(data)
+    (corrupt / LogitMLPHead.weights_name).write_bytes(data)
     config = json.loads((path / "config.json").read_text())
     config["head_hidden_size"] = 128
     (corrupt / "config.json").write_text(json.dumps(config))
@@ -185,7 +185,7 @@ def test_nonfinite_head_weights_are_refused(tmp_path, head_dir):
     (bad / "config.json").write_text((path / "config.json").read_text())
     state = {k: v.clone() for k, v in model.logitmlp_head.state_dict().items()}
     state["fc_out.bias"][0] = float("nan")
-    save_file(state, bad / HEAD_WEIGHTS_NAME)
+    save_file(state, bad / LogitMLPHead.weights_name)
     with pytest.raises(HeadCheckpointError, match="non-finite values in \\['fc_out.bias'\\]"):
         LogitMLPForCausalLM.from_pretrained(bad)
 

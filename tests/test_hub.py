@@ -6,8 +6,7 @@ from hub_server import local_hub  # noqa: F401  (fixture)
 from test_modeling import _batch
 from transformers import AutoModelForCausalLM
 
-from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.head_repo import HEAD_WEIGHTS_NAME
+from logitmlp_hf import LogitMLPForCausalLM, LogitMLPHead
 
 
 def test_push_then_load_by_repo_id(local_hub):  # noqa: F811
@@ -20,7 +19,7 @@ def test_push_then_load_by_repo_id(local_hub):  # noqa: F811
     commit = model.push_to_hub("user/tiny-llama-logitmlp", metrics={"mean_acc": 0.42})
     assert commit.oid
     files = local_hub.files("user/tiny-llama-logitmlp")
-    assert sorted(files) == ["README.md", "config.json", HEAD_WEIGHTS_NAME]  # head only, no base weights
+    assert sorted(files) == ["README.md", "config.json", LogitMLPHead.weights_name]  # head only, no base weights
     card = files["README.md"].decode()
     assert "base_model: user/tiny-llama" in card and "| mean_acc | 0.42 |" in card
     assert 'from_pretrained("user/tiny-llama-logitmlp")' in card
@@ -31,7 +30,7 @@ def test_push_then_load_by_repo_id(local_hub):  # noqa: F811
     assert torch.equal(loaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)
     # the head repo was read at its own revision, the base at its own: no base files fetched from the head repo
     head_gets = [p for m, p in local_hub.requests if m == "GET" and "tiny-llama-logitmlp/resolve" in p]
-    assert not any("model.safetensors" in p and HEAD_WEIGHTS_NAME not in p for p in head_gets)
+    assert not any("model.safetensors" in p and LogitMLPHead.weights_name not in p for p in head_gets)
 
 
 def test_push_to_a_branch_and_load_that_revision(local_hub):  # noqa: F811

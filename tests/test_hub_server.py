@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hub_server import LocalHub, local_hub, patch_hub_environment  # noqa: F401 - `local_hub` is a fixture
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
@@ -14,8 +15,6 @@ from huggingface_hub import (
     snapshot_download,
 )
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
-from hub_server import LocalHub, local_hub, patch_hub_environment  # noqa: F401 - `local_hub` is a fixture
 
 
 BINARY = bytes(range(256)) * 4 + b"\x00\xff" * 100  # every byte value, safetensors-like opaque blob

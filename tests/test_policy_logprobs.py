@@ -6,8 +6,8 @@ from conftest import scramble_head, tiny_llama, tiny_qwen3
 from peft import LoraConfig, get_peft_model
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.policy_logprobs import Unembedding, cache_features, warped_token_logprobs
-from logitmlp_hf.transform import warp_kl
+from logitmlp_hf.features import Unembedding, cache_features, warp_kl
+from logitmlp_hf.heads.logitmlp.logprobs import warped_token_logprobs
 
 
 def _setup(make_base=tiny_llama, peft=False):

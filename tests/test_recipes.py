@@ -14,7 +14,8 @@ from hub_server import local_hub  # noqa: F401  (fixture)
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from logitmlp_hf.checkpoints import last_complete_checkpoint
+from logitmlp_hf.trainer.checkpoints import last_complete_checkpoint
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "trainers" / "train_logitmlp_grpo.py"

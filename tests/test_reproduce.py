@@ -7,11 +7,14 @@ import pytest
 import yaml
 
 from logitmlp_hf.cli import main as cli_main
-from logitmlp_hf.eval_metrics import MetricValue, compute_metrics, paired_difference
-from logitmlp_hf.evaluation import DecodingPolicy, EvalResults, PolicyResults, load_eval_dataset
-from logitmlp_hf.offline_model import embedded_model_available
-from logitmlp_hf.reproduce import ReproduceConfig, problem_sets, training_arguments
-from logitmlp_hf.reproduce_report import _verdict
+from logitmlp_hf.evaluation.metrics import MetricValue, compute_metrics, paired_difference
+from logitmlp_hf.evaluation.policies import DecodingPolicy
+from logitmlp_hf.evaluation.results import EvalResults, PolicyResults
+from logitmlp_hf.evaluation.runner import load_eval_dataset
+from logitmlp_hf.hub.offline_model import embedded_model_available
+from logitmlp_hf.reproduce.pipeline import ReproduceConfig, problem_sets, training_arguments
+from logitmlp_hf.reproduce.report import _verdict
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +86,7 @@ def test_claim_verdict_needs_the_interval_to_exclude_zero(diff, direction, verdi
 
 # ------------------------------------------------------------------------------------------------------ report
 def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=None):
-    from logitmlp_hf.eval_metrics import compute_metrics
+    from logitmlp_hf.evaluation.metrics import compute_metrics
 
     problems = [{"problem_id": i, "correct": c, "grouped_answers": a, "answers": a} for i, (c, a) in
                 enumerate(zip(correct, answers))]
@@ -94,10 +97,9 @@ def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=No
 def test_report_tables_and_claims_from_known_results(tmp_path):
     """The report on hand-made results: the pass@k head solves more problems with more distinct answers, the pass@1
     head is identical to GLOBAL-T*, so exactly the two pass@k claims are reproduced."""
-    from logitmlp_hf.reproduce import _Paths
-    from logitmlp_hf.reproduce_report import HEAD_POLICY_NAMES
-    from logitmlp_hf.reproduce_report import write_results
-    from logitmlp_hf.temperature_sweep import SweepResults, temperature_policy
+    from logitmlp_hf.evaluation.sweep import SweepResults, temperature_policy
+    from logitmlp_hf.reproduce.config import RunPaths
+    from logitmlp_hf.reproduce.report import HEAD_POLICY_NAMES, write_results
 
     n = 30
     cold_correct = [[i % 3 == 0] * 4 for i in range(n)]  # one third solved, always the same answer
@@ -113,7 +115,7 @@ def test_report_tables_and_claims_from_known_results(tmp_path):
         HEAD_POLICY_NAMES["pass1"]: _policy(HEAD_POLICY_NAMES["pass1"], cold_correct, cold_answers, kind="head"),
     })
     config = ReproduceConfig(output_dir=str(tmp_path), n_test=n, n_samples=4, temperatures=temps, n_resamples=200)
-    report = write_results(config, _Paths(tmp_path), sweep, heads, None, {"sweep": 1.0}, command="logitmlp x")
+    report = write_results(config, RunPaths(tmp_path), sweep, heads, None, {"sweep": 1.0}, command="logitmlp x")
     payload = json.loads((tmp_path / "results.json").read_text())
     verdicts = {c["claim"]: c["verdict"] for c in payload["claims"]}
     assert verdicts == {
@@ -137,8 +139,8 @@ needs_smollm2 = pytest.mark.skipif(not embedded_model_available(),
 @needs_smollm2
 def test_embedded_base_loads_without_asking_the_hub(monkeypatch):
     """The embedded model's Hub id must resolve locally before any Hub lookup (the adapter check included)."""
-    import logitmlp_hf.base_loading as base_loading
-    from logitmlp_hf.offline_model import EMBEDDED_MODEL_ID
+    import logitmlp_hf.hub.base_loading as base_loading
+    from logitmlp_hf.hub.offline_model import EMBEDDED_MODEL_ID
 
     asked = []
     original = base_loading.find_adapter_config_file

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logitmlp_hf import rewards
-from logitmlp_hf.rewards import MatchOutcome, MathVerifyReward, answers_match, check_answer, extract_answer
+from logitmlp_hf.tasks import rewards
+from logitmlp_hf.tasks.rewards import MatchOutcome, MathVerifyReward, answers_match, check_answer, extract_answer
+
 
 # 50 nested parentheses: math-verify's LaTeX parser needs seconds for this (measured ~5 s), a natural slow input.
 SLOW_TO_PARSE = r"\boxed{" + "(" * 50 + "1" + ")" * 50 + "}"

@@ -5,7 +5,8 @@ import torch
 
 from logitmlp_hf import LogitMLPForCausalLM, LogitMLPLogitsProcessor, warp_kl
 from logitmlp_hf.cli import main as cli_main
-from logitmlp_hf.offline_model import EMBEDDED_MODEL_ID, embedded_model_available, load_embedded_model
+from logitmlp_hf.hub.offline_model import EMBEDDED_MODEL_ID, embedded_model_available, load_embedded_model
+
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,4 +1,4 @@
-"""Strategy pool, reward tables and coverage selection of logitmlp_hf.strategy_pool."""
+"""Strategy pool, reward tables and coverage selection of logitmlp_hf.heads.sequence_adapter.strategy_pool."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from logitmlp_hf.eval_metrics import MetricValue, per_problem_metrics
-from logitmlp_hf.evaluation import DecodingPolicy, EvalResults, PolicyResults, parse_policy
-from logitmlp_hf.strategy_pool import (
+from logitmlp_hf.evaluation.metrics import MetricValue, per_problem_metrics
+from logitmlp_hf.evaluation.policies import DecodingPolicy, parse_policy
+from logitmlp_hf.evaluation.results import EvalResults, PolicyResults
+from logitmlp_hf.heads.sequence_adapter.strategy_pool import (
     CoverageSelection,
     SamplingStrategy,
     brute_force_coverage_selection,
@@ -18,6 +19,7 @@ from logitmlp_hf.strategy_pool import (
     greedy_coverage_selection,
     reward_table,
 )
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Strategies and the candidate pool

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from logitmlp_hf import NonFiniteLogitsError, logit_statistics, warp_logits, warp_parameters
 
+
 finite = st.floats(min_value=-50, max_value=50, allow_nan=False, allow_infinity=False, width=32)
 slope = st.floats(min_value=0.25, max_value=4.0)
 

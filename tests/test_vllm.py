@@ -27,15 +27,17 @@ import urllib.request
 import pytest
 import torch
 
+
 vllm = pytest.importorskip("vllm")
 
 from vllm import LLM, SamplingParams  # noqa: E402
 
 from logitmlp_hf import IncompatibleBaseModelError, LogitMLPForCausalLM  # noqa: E402
-from logitmlp_hf.offline_model import embedded_model_available, embedded_model_dir, load_embedded_model  # noqa: E402
-from logitmlp_hf.vllm_engine import load_vllm_engine, vllm_engine_args, vllm_lora_request  # noqa: E402
-from logitmlp_hf.vllm_model import HF_CONFIG_KEY  # noqa: E402
-from logitmlp_hf.vllm_rollouts import check_server_serves_head  # noqa: E402
+from logitmlp_hf.hub.offline_model import embedded_model_available, embedded_model_dir, load_embedded_model
+from logitmlp_hf.integrations.vllm.engine import load_vllm_engine, vllm_engine_args, vllm_lora_request
+from logitmlp_hf.integrations.vllm.model import HF_CONFIG_KEY
+from logitmlp_hf.integrations.vllm.rollouts import check_server_serves_head
+
 
 pytestmark = [
     pytest.mark.vllm,
@@ -380,9 +382,9 @@ def test_training_rollouts_come_from_the_head_and_syncs_send_only_the_head(tmp_p
     (the importance-sampling ratios stay at 1) before and after the head has moved, and every weight sync carries the
     head's four tensors, never the base's."""
     from logitmlp_hf import LogitMLPGRPOConfig, LogitMLPGRPOTrainer
-    from logitmlp_hf.data import ArithmeticTaskConfig, make_arithmetic_dataset
-    from logitmlp_hf.offline_model import EMBEDDED_MODEL_ID
-    from logitmlp_hf.rewards import MathVerifyReward
+    from logitmlp_hf.hub.offline_model import EMBEDDED_MODEL_ID
+    from logitmlp_hf.tasks.data import ArithmeticTaskConfig, make_arithmetic_dataset
+    from logitmlp_hf.tasks.rewards import MathVerifyReward
 
     os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # TRL's colocate mode sets up its own engine
     args = LogitMLPGRPOConfig(
@@ -423,8 +425,8 @@ def test_plugin_registers_a_wrapper_for_every_architecture():
     from vllm import ModelRegistry
     from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
-    from logitmlp_hf.vllm_model import decoding_head_model_class
-    from logitmlp_hf.vllm_plugin import register
+    from logitmlp_hf.integrations.vllm.model import decoding_head_model_class
+    from logitmlp_hf.integrations.vllm.plugin import register
 
     register()  # what the entry point runs in each vLLM process; idempotent
     register()
@@ -439,7 +441,7 @@ def test_plugin_registers_a_wrapper_for_every_architecture():
 def test_a_vllm_model_class_without_the_hooks_is_refused():
     from vllm import ModelRegistry
 
-    from logitmlp_hf.vllm_model import decoding_head_model_class
+    from logitmlp_hf.integrations.vllm.model import decoding_head_model_class
 
     class NoHooksForCausalLM(torch.nn.Module):  # what a vLLM without compute_logits would offer
         pass

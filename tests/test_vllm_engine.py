@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM
 
 from logitmlp_hf import IncompatibleBaseModelError, LogitMLPConfig, LogitMLPForCausalLM
 from logitmlp_hf.cli import main as cli_main
-from logitmlp_hf.vllm_engine import load_vllm_engine, vllm_engine_args, vllm_serve_command
-from logitmlp_hf.vllm_model import HF_CONFIG_KEY, VLLMHeadSpec, wrapper_architecture
-from logitmlp_hf.vllm_rollouts import check_server_serves_head
+from logitmlp_hf.integrations.vllm.engine import load_vllm_engine, vllm_engine_args, vllm_serve_command
+from logitmlp_hf.integrations.vllm.model import HF_CONFIG_KEY, VLLMHeadSpec, wrapper_architecture
+from logitmlp_hf.integrations.vllm.rollouts import check_server_serves_head
 
 
 @pytest.fixture

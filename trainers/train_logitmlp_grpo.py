@@ -1,4 +1,4 @@
-"""Train a LogitMLP head with RLVR (DAPO pass@1 or pass@k) on a frozen causal LM.
+"""Train a decoding head (LogitMLP by default; `--head_type`) with RLVR (DAPO pass@1 or pass@k) on a frozen causal LM.
 
     # CPU, minutes: the embedded SmolLM2-135M-Instruct on arithmetic
     accelerate launch trainers/train_logitmlp_grpo.py --config trainers/configs/smollm2_arith_pass1.yaml
@@ -9,7 +9,7 @@
     accelerate launch --config_file trainers/accelerate_configs/multi_gpu.yaml \\
         trainers/train_logitmlp_grpo.py --config trainers/configs/qwen3_1.7b_dapo_passk.yaml
 
-Every `LogitMLPGRPOConfig` / `GRPOConfig` / `TrainingArguments` option can be set in the YAML or on the command line
+Every `DecodingHeadGRPOConfig` / `GRPOConfig` / `TrainingArguments` option can be set in the YAML or on the command line
 (`--learning_rate 3e-3`); command-line values win. Resume with `--resume_from_checkpoint true` (the newest
 checkpoint in `output_dir`) or a checkpoint path.
 """
@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
-from logitmlp_hf.data import (
+from logitmlp_hf import DecodingHeadGRPOConfig, DecodingHeadGRPOTrainer, load_decoding_head_model
+from logitmlp_hf.hub.offline_model import EMBEDDED_MODEL_ID
+from logitmlp_hf.tasks.data import (
     ArithmeticTaskConfig,
     load_dapo_math,
     load_gsm8k_jsonl,
     load_math_jsonl,
     make_arithmetic_train_validation_test,
 )
-from logitmlp_hf.offline_model import EMBEDDED_MODEL_ID
-from logitmlp_hf.rewards import MathVerifyReward
-
+from logitmlp_hf.tasks.rewards import MathVerifyReward
 
 
 @dataclass
@@ -69,7 +68,7 @@ class ScriptArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((ScriptArguments, LogitMLPGRPOConfig))
+    return TrlParser((ScriptArguments, DecodingHeadGRPOConfig))
 
 
 def load_datasets(script_args: ScriptArguments, seed: int):
@@ -95,14 +94,14 @@ def load_datasets(script_args: ScriptArguments, seed: int):
     raise ValueError(f"unknown dataset_format {fmt!r}")
 
 
-def main(script_args: ScriptArguments, training_args: LogitMLPGRPOConfig) -> LogitMLPGRPOTrainer:
+def main(script_args: ScriptArguments, training_args: DecodingHeadGRPOConfig) -> DecodingHeadGRPOTrainer:
     train_dataset, eval_dataset = load_datasets(script_args, training_args.seed)
     if script_args.head_name_or_path:
-        model = LogitMLPForCausalLM.from_pretrained(script_args.head_name_or_path,
-                                                    base_model=script_args.model_name_or_path)
+        # any head type: the class is picked from the head repo's model_type
+        model = load_decoding_head_model(script_args.head_name_or_path, base_model=script_args.model_name_or_path)
     else:
         model = script_args.model_name_or_path
-    trainer = LogitMLPGRPOTrainer(
+    trainer = DecodingHeadGRPOTrainer(
         model=model,
         reward_funcs=MathVerifyReward(answer_column=script_args.answer_column,
                                       timeout_seconds=script_args.reward_timeout_seconds),

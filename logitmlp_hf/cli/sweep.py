@@ -1,0 +1,77 @@
+"""``logitmlp sweep``: GLOBAL-T*, the best fixed temperature of the base, and the best@1-vs-best@k plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..evaluation.policies import DecodingPolicy
+from ..evaluation.results import EvalResults
+from ..evaluation.runner import evaluate
+from ..evaluation.sweep import SELECTION_METRICS, global_temperature_sweep, pareto_plot
+from .base import Command
+from .options import add_evaluation_options, dataset_from_args, load_base
+
+
+DESCRIPTION = """\
+Samples the base at every temperature of --temperatures on validation problems (held out before the test problems),
+picks GLOBAL-T* by --select-by, reports it on the test problems, and draws the best@1-vs-best@k Pareto plot. Heads
+given with --head are evaluated on the same test problems and drawn as markers. Writes sweep.json and pareto.png.
+
+Example:
+  logitmlp sweep --temperatures 0.4 0.7 1.0 --n-validation 32 --n-problems 100 --max-new-tokens 48
+"""
+
+
+class SweepCommand(Command):
+    def __init__(self) -> None:
+        super().__init__(
+            "sweep", "GLOBAL-T*: best fixed temperature on validation, reported on test, with the Pareto plot",
+            DESCRIPTION,
+        )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0, 1.2],
+                            help="the temperature grid")
+        parser.add_argument("--select-by", choices=SELECTION_METRICS, default="mean_accuracy",
+                            help="validation metric that picks T*")
+        parser.add_argument("--n-validation", type=int, default=50,
+                            help="validation problems (held out before the test problems)")
+        parser.add_argument("--head", action="append", default=[], dest="heads", metavar="HEAD",
+                            help="head repo (dir or Hub id) evaluated on test and drawn as a marker; repeatable")
+        parser.add_argument("--sweep-on-test", action="store_true",
+                            help="also run every temperature on test, so the plot compares heads on the same problems")
+        add_evaluation_options(parser)
+        parser.add_argument("--output-dir", type=Path, default=Path("outputs/sweep"), help="where results go")
+
+    def run(self, args: argparse.Namespace) -> int:
+        print(f"Loading {args.base_model or 'the embedded SmolLM2-135M-Instruct'} ...", flush=True)
+        model, tokenizer = load_base(args.base_model, args.dtype, args.device)
+        validation = dataset_from_args(args, split="validation", n_validation=args.n_validation)
+        test = dataset_from_args(args, split="test", n_validation=args.n_validation)
+        if len(validation) == 0:
+            raise SystemExit("the validation split is empty: pass --n-validation > 0")
+        common = dict(n_samples=args.n_samples, batch_size=args.batch_size, seed=args.seed,
+                      max_new_tokens=args.max_new_tokens, n_resamples=args.n_resamples, no_answer=args.no_answer,
+                      progress=False, config={"dataset": args.dataset, "command": "sweep"})
+        print(f"Sweeping T in {args.temperatures} on {len(validation)} validation problems "
+              f"({args.n_samples} samples each) ...", flush=True)
+        # Heads are plotted against the sweep, so both must be measured on the same (test) problems.
+        sweep_on_test = args.sweep_on_test or bool(args.heads)
+        sweep = global_temperature_sweep(model, tokenizer, validation, test, args.temperatures,
+                                         selection_metric=args.select_by, sweep_on_test=sweep_on_test, **common)
+        if args.heads:
+            heads = [DecodingPolicy(name=f"head:{h}", kind="head", head=h) for h in args.heads]
+            head_results = evaluate(model, tokenizer, test, heads, **common)
+            sweep.markers = dict(head_results.policies)
+        output_dir = Path(args.output_dir)
+        sweep.save(output_dir / "sweep.json")
+        pareto_plot(sweep, path=output_dir / "pareto.png")
+
+        print(f"\nValidation (selection by {args.select_by}):")
+        print(sweep.validation.format_table())
+        print(f"\nGLOBAL-T*: T* = {sweep.best_temperature:g}. Test split ({len(test)} problems):")
+        test_table = EvalResults(sweep.test.config, {**sweep.test.policies, **sweep.markers})
+        print(test_table.format_table())
+        print(f"\nWritten: {output_dir / 'sweep.json'}, {output_dir / 'pareto.png'}")
+        return 0

