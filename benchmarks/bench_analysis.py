@@ -60,8 +60,9 @@ def _forward_only(base, rollouts: list[dict], batch_size: int, pad_id: int) -> N
         input_ids, mask, position_ids, keep, rows, cols = teacher_forcing_batch(
             [rollouts[i]["prompt_ids"] for i in idx], [rollouts[i]["completion_ids"] for i in idx], pad_id
         )
-        out = base(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep,
-                   use_cache=False)
+        out = base(
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep, use_cache=False
+        )
         out.logits[rows, cols].sum().item()  # gather the scored positions, as analysis does
 
 
@@ -71,8 +72,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--init-std", type=float, default=0.05)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="the base model's dtype (bfloat16 is fast on CPUs with AMX/AVX512-BF16)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the base model's dtype (bfloat16 is fast on CPUs with AMX/AVX512-BF16)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -83,8 +88,10 @@ def main() -> None:
     model = LogitMLPForCausalLM.from_base_model(base, init_std=args.init_std)
     rollouts = _rollouts(tokenizer, args.rollouts, args.tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    print(f"model: {base.name_or_path} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}; {args.rollouts} rollouts × {args.tokens} tokens")
+    print(
+        f"model: {base.name_or_path} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}; {args.rollouts} rollouts × {args.tokens} tokens"
+    )
 
     _forward_only(base, rollouts[: args.batch_size], args.batch_size, pad)  # warm-up
     start = time.perf_counter()
@@ -100,8 +107,10 @@ def main() -> None:
     n_tokens = args.rollouts * args.tokens
     for name, t in (("forward", t_forward), ("analyze", t_analyze)):
         print(f"{name:>8} {t:>8.2f} {1000 * t / n_tokens:>9.3f}")
-    print(f"active positions: {active:.1%}; scaled to 1000 rollouts: {per_1000:.1f} min "
-          f"(forward alone {t_forward / args.rollouts * 1000 / 60:.1f} min)")
+    print(
+        f"active positions: {active:.1%}; scaled to 1000 rollouts: {per_1000:.1f} min "
+        f"(forward alone {t_forward / args.rollouts * 1000 / 60:.1f} min)"
+    )
     print(f"RESULT analysis_ratio_vs_forward={t_analyze / t_forward:.3f}")
     print(f"RESULT analysis_minutes_per_1000={per_1000:.2f}")
 

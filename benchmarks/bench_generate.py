@@ -59,8 +59,10 @@ def main() -> None:
     base, tokenizer = load_embedded_model()
     model = LogitMLPForCausalLM.from_base_model(base, init_std=0.05)  # visibly non-identity: nothing short-circuits
     pad = tokenizer.pad_token_id
-    print(f"model: {base.name_or_path} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f}M params, fp32), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"model: {base.name_or_path} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f}M params, fp32), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
     print(f"{'batch':>5} {'plain tok/s':>12} {'head tok/s':>11} {'ratio':>7}")
     ratios = {}
     for batch_size in args.batch_sizes:

@@ -56,23 +56,31 @@ class PeakRSS:
 
 def make_rollouts(model: LogitMLPForCausalLM, tokenizer, n_prompts: int, group: int, tokens: int) -> dict:
     prompts = [f"What is {3 * i + 4} + {7 * i + 2}?" for i in range(n_prompts)]
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in prompts for _ in range(group)]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+        for _ in range(group)
+    ]
     enc = tokenizer(texts, return_tensors="pt", padding=True)
     torch.manual_seed(0)
     with model.record_generation_features() as record:
-        seqs = model.generate(**enc, do_sample=True, max_new_tokens=tokens, min_new_tokens=tokens,
-                              pad_token_id=tokenizer.pad_token_id)
-    completion = seqs[:, enc["input_ids"].shape[1]:]
+        seqs = model.generate(
+            **enc, do_sample=True, max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=tokenizer.pad_token_id
+        )
+    completion = seqs[:, enc["input_ids"].shape[1] :]
     hidden, features = record.completion_features(*completion.shape)
     rewards = torch.tensor([float(i % 2) for i in range(len(texts))])  # half right per group: every group has signal
     advantages = (rewards.view(-1, group) - rewards.view(-1, group).mean(1, keepdim=True)).view(-1)
     mask = torch.ones_like(completion)
     return {
-        "prompt_ids": enc["input_ids"], "prompt_mask": enc["attention_mask"],
-        "completion_ids": completion, "completion_mask": mask,
-        "advantages": advantages, "num_items_in_batch": mask.sum(),
-        "logitmlp_hidden": hidden, "logitmlp_logit_features": features,
+        "prompt_ids": enc["input_ids"],
+        "prompt_mask": enc["attention_mask"],
+        "completion_ids": completion,
+        "completion_mask": mask,
+        "advantages": advantages,
+        "num_items_in_batch": mask.sum(),
+        "logitmlp_hidden": hidden,
+        "logitmlp_logit_features": features,
     }
 
 
@@ -107,9 +115,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     batch_size = args.prompts * args.num_generations
-    common = dict(per_device_train_batch_size=batch_size, num_generations=args.num_generations, max_steps=1,
-                  report_to=[], use_cpu=True, bf16=False, gradient_checkpointing=False, loss_type="dapo",
-                  max_completion_length=args.completion_tokens, save_strategy="no")
+    common = dict(
+        per_device_train_batch_size=batch_size,
+        num_generations=args.num_generations,
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        loss_type="dapo",
+        max_completion_length=args.completion_tokens,
+        save_strategy="no",
+    )
     dummy = Dataset.from_dict({"prompt": ["x"] * batch_size})
     reward = lambda completions, **kw: [0.0] * len(completions)  # noqa: E731  (never called: no generation here)
     results = {}
@@ -118,22 +135,37 @@ def main() -> None:
         model = LogitMLPForCausalLM.from_base_model(base, init_std=0.02)
         batch = make_rollouts(model, tokenizer, args.prompts, args.num_generations, args.completion_tokens)
         n_tokens = int(batch["completion_mask"].sum())
-        print(f"rollouts: {batch_size} sequences × {args.completion_tokens} completion tokens = {n_tokens} tokens, "
-              f"SmolLM2-135M-Instruct fp32, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(
+            f"rollouts: {batch_size} sequences × {args.completion_tokens} completion tokens = {n_tokens} tokens, "
+            f"SmolLM2-135M-Instruct fp32, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        )
 
-        head = LogitMLPGRPOTrainer(model, reward, args=LogitMLPGRPOConfig(output_dir=out, **common),
-                                   train_dataset=dummy, processing_class=tokenizer)
+        head = LogitMLPGRPOTrainer(
+            model,
+            reward,
+            args=LogitMLPGRPOConfig(output_dir=out, **common),
+            train_dataset=dummy,
+            processing_class=tokenizer,
+        )
         results["LogitMLP head (this package)"] = time_steps(head, batch, args.repeats)
         del head
 
-        for name, peft_config in [("TRL GRPO + LoRA r=16 (all linear)", LoraConfig(r=16, lora_alpha=32,
-                                                                                    target_modules="all-linear")),
-                                  ("TRL GRPO full-parameter", None)]:
+        for name, peft_config in [
+            ("TRL GRPO + LoRA r=16 (all linear)", LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")),
+            ("TRL GRPO full-parameter", None),
+        ]:
             policy, _ = load_embedded_model()
-            trainer = GRPOTrainer(policy, reward, args=GRPOConfig(output_dir=out, learning_rate=1e-6, **common),
-                                  train_dataset=dummy, processing_class=tokenizer, peft_config=peft_config)
-            results[name] = time_steps(trainer, {k: v for k, v in batch.items() if not k.startswith("logitmlp")},
-                                       args.repeats)
+            trainer = GRPOTrainer(
+                policy,
+                reward,
+                args=GRPOConfig(output_dir=out, learning_rate=1e-6, **common),
+                train_dataset=dummy,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+            )
+            results[name] = time_steps(
+                trainer, {k: v for k, v in batch.items() if not k.startswith("logitmlp")}, args.repeats
+            )
             del trainer, policy
 
     print(f"\n{'trainer':<38} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12} {'+MB in step':>12}")

@@ -30,8 +30,10 @@ import torch  # noqa: E402
 
 def _prompts(tokenizer, n: int) -> list[dict]:
     questions = [f"What is {a} + {b}? Explain step by step." for a in range(1, 30) for b in range(1, 30)][:n]
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-             for q in questions]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in questions
+    ]
     return [{"prompt_token_ids": tokenizer(t, add_special_tokens=False).input_ids} for t in texts]
 
 
@@ -44,8 +46,9 @@ def _save_head(model: str, path: str) -> None:
     from logitmlp_hf.hub.head_repo import save_head
 
     text = AutoConfig.from_pretrained(resolve_model_path(model)).get_text_config()
-    config = LogitMLPConfig(base_model_name_or_path=model, hidden_size=text.hidden_size, vocab_size=text.vocab_size,
-                            init_std=0.05)
+    config = LogitMLPConfig(
+        base_model_name_or_path=model, hidden_size=text.hidden_size, vocab_size=text.vocab_size, init_std=0.05
+    )
     torch.manual_seed(0)
     save_head(path, config, LogitMLPHead(config), card_text=None)
 
@@ -104,8 +107,12 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     prompts = _prompts(tokenizer, args.prompts)
     params = SamplingParams(temperature=1.0, max_tokens=args.new_tokens, ignore_eos=True, seed=None)
-    engine = {"dtype": args.dtype, "gpu_memory_utilization": args.gpu_memory_utilization, "seed": 0,
-              "enforce_eager": args.enforce_eager}
+    engine = {
+        "dtype": args.dtype,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "seed": 0,
+        "enforce_eager": args.enforce_eager,
+    }
     with tempfile.TemporaryDirectory() as head_dir:
         _save_head(model, head_dir)
         plain = LLM(model=path, **engine)

@@ -39,9 +39,11 @@ def main(argv=None):
     analysis = analyze_rollouts(model, tokenizer, rollouts)
     report = write_report(analysis, tokenizer, args.output_dir, title="LogitMLP head analysis")
     summary = analysis.summary()
-    print(f"{summary['n_tokens']} tokens, {summary['n_active']} active (KL > {summary['active_kl']:g}); "
-          f"median T* {summary['effective_temperature']['median']:.3g}; "
-          f"half the KL on {summary['concentration']['percent_for_half']:.3g}% of positions")
+    print(
+        f"{summary['n_tokens']} tokens, {summary['n_active']} active (KL > {summary['active_kl']:g}); "
+        f"median T* {summary['effective_temperature']['median']:.3g}; "
+        f"half the KL on {summary['concentration']['percent_for_half']:.3g}% of positions"
+    )
     print(f"report: {report}")
     return summary
 

@@ -43,8 +43,17 @@ def main(argv=None):
     problems = load_eval_dataset("arithmetic", args.n_problems, arithmetic_seed=args.seed)
     # The model's own head (kind="head", no path), then the base under each baseline policy.
     policies = [DecodingPolicy(name="LogitMLP head", kind="head")] + [parse_policy(p) for p in POLICIES]
-    results = evaluate(model, tokenizer, problems, policies, n_samples=args.n_samples, seed=args.seed,
-                       max_new_tokens=args.max_new_tokens, n_resamples=200, progress=False)
+    results = evaluate(
+        model,
+        tokenizer,
+        problems,
+        policies,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        n_resamples=200,
+        progress=False,
+    )
     print(results.format_table(["best@k", "mean_accuracy", "worst@k", "answer_entropy", "uniq/k"]))
     return results
 

@@ -53,8 +53,14 @@ def main(argv: list[str] | None = None) -> EvalResults:
     out = args.output_dir or Path("outputs/compare-quick" if args.quick else "outputs/compare")
     out.mkdir(parents=True, exist_ok=True)
     train, validation, test = problem_sets(config)
-    eval_kwargs = dict(n_samples=config.n_samples, batch_size=config.eval_batch_size, seed=config.seed,
-                       max_new_tokens=config.max_new_tokens, n_resamples=config.n_resamples, progress=False)
+    eval_kwargs = dict(
+        n_samples=config.n_samples,
+        batch_size=config.eval_batch_size,
+        seed=config.seed,
+        max_new_tokens=config.max_new_tokens,
+        n_resamples=config.n_resamples,
+        progress=False,
+    )
     timings: dict[str, float] = {}
 
     def stage(name: str, done: Path, run) -> None:
@@ -81,21 +87,37 @@ def main(argv: list[str] | None = None) -> EvalResults:
         pool = candidate_pool(temperatures=(0.0, 0.1, 0.5, 1.0), top_ks=(None,), top_ps=(None, 0.9), min_ps=(None,))
         n_fit = min(len(train), 8 if args.quick else 64)
         fit = fit_sequence_adapter(
-            base, tokenizer, train.select(range(n_fit)), validation, pool, set_size=3,
-            budgets=(1, 4, config.n_samples), n_samples=config.n_samples, max_new_tokens=config.max_new_tokens,
-            bandit_steps=50 if args.quick else 500, seed=config.seed,
+            base,
+            tokenizer,
+            train.select(range(n_fit)),
+            validation,
+            pool,
+            set_size=3,
+            budgets=(1, 4, config.n_samples),
+            n_samples=config.n_samples,
+            max_new_tokens=config.max_new_tokens,
+            bandit_steps=50 if args.quick else 500,
+            seed=config.seed,
             eval_kwargs={"batch_size": config.eval_batch_size, "n_resamples": 50},
         )
-        fit.model.save_pretrained(out / "sequence", metrics={k: round(v, 4) for k, v in fit.train_values.items()
-                                                             if isinstance(v, float)})
+        fit.model.save_pretrained(
+            out / "sequence", metrics={k: round(v, 4) for k, v in fit.train_values.items() if isinstance(v, float)}
+        )
         (out / "sequence" / "fit_summary.json").write_text(json.dumps(fit.summary(), indent=1, default=str))
 
     def evaluate_all() -> None:
         base, tokenizer = load_embedded_model()
         policies = [DecodingPolicy(name=f"GLOBAL-T* (base, T={GLOBAL_T_STAR})", temperature=GLOBAL_T_STAR)]
         policies += [DecodingPolicy(name=NAMES[key], kind="head", head=str(out / key)) for key in NAMES]
-        evaluate(base, tokenizer, test, policies, rollouts_path=out / "rollouts.jsonl",
-                 results_path=out / "results.json", **eval_kwargs)
+        evaluate(
+            base,
+            tokenizer,
+            test,
+            policies,
+            rollouts_path=out / "rollouts.jsonl",
+            results_path=out / "results.json",
+            **eval_kwargs,
+        )
 
     def analyse() -> None:
         base, tokenizer = load_embedded_model()
@@ -122,9 +144,13 @@ def main(argv: list[str] | None = None) -> EvalResults:
     lines = [format_metrics_table(results), "", f"Paired differences vs {reference.name}:"]
     for name, policy in list(results.policies.items())[1:]:
         for metric in ("best@k", "mean_accuracy"):
-            diff = paired_difference([p["correct"] for p in policy.problems],
-                                     [p["correct"] for p in reference.problems], metric,
-                                     n_resamples=config.n_resamples, seed=config.seed)
+            diff = paired_difference(
+                [p["correct"] for p in policy.problems],
+                [p["correct"] for p in reference.problems],
+                metric,
+                n_resamples=config.n_resamples,
+                seed=config.seed,
+            )
             lines.append(f"  {name:34s} {metric:14s} {diff.value:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]")
     report = "\n".join(lines)
     (out / "comparison.txt").write_text(report + "\n")

@@ -1,7 +1,7 @@
 """Generate with a LogitMLP head on the embedded SmolLM2, next to the base model with the same seed.
 
-    python examples/generate_with_head.py                       # a fresh (near-identity) head
-    python examples/generate_with_head.py --head outputs/demo-head --num-samples 4
+python examples/generate_with_head.py                       # a fresh (near-identity) head
+python examples/generate_with_head.py --head outputs/demo-head --num-samples 4
 """
 
 import argparse
@@ -25,8 +25,9 @@ def main(argv=None):
         model = LogitMLPForCausalLM.from_pretrained(args.head, base_model=base)
     else:
         model = LogitMLPForCausalLM.from_base_model(base)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
+    )
     inputs = tokenizer(text, return_tensors="pt")
     kwargs = dict(do_sample=True, num_return_sequences=args.num_samples, max_new_tokens=args.max_new_tokens)
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """A head repo is enough to get base + head back through transformers' Auto classes.
 
-    python examples/load_head_with_auto.py --output-dir outputs/auto-demo-head
+python examples/load_head_with_auto.py --output-dir outputs/auto-demo-head
 """
 
 import argparse
@@ -23,7 +23,9 @@ def main(argv=None):
 
     # config.json names the base (HuggingFaceTB/SmolLM2-135M-Instruct, here served by the offline copy)
     model = AutoModelForCausalLM.from_pretrained(args.output_dir, dtype=torch.bfloat16)
-    print(type(model).__name__, "on", model.config.base_model_name_or_path, "| base dtype:", model.get_base_model().dtype)
+    print(
+        type(model).__name__, "on", model.config.base_model_name_or_path, "| base dtype:", model.get_base_model().dtype
+    )
     model.print_trainable_parameters()
     inputs = tokenizer("The capital of France is", return_tensors="pt")
     out = model.generate(**inputs, do_sample=False, max_new_tokens=8)

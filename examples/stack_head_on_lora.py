@@ -24,8 +24,9 @@ def main(argv=None):
 
     base, tokenizer = load_embedded_model()
     torch.manual_seed(0)
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                           init_lora_weights=False))
+    lora = get_peft_model(
+        base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     lora.save_pretrained(work / "lora")  # adapter_config.json names HuggingFaceTB/SmolLM2-135M-Instruct as its base
     LogitMLPForCausalLM.from_base_model(load_embedded_model()[0], init_std=0.02).save_pretrained(work / "head")
 

@@ -76,7 +76,9 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         old = module.__name__[len(self.package) + 1 :]
         new = f"{self.package}.{MOVED_MODULES[old]}"
-        warnings.warn(f"{module.__name__} is now {new}; the old path will be removed", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{module.__name__} is now {new}; the old path will be removed", DeprecationWarning, stacklevel=2
+        )
         # importlib returns whatever sys.modules holds under the name once exec_module is done: the real module.
         sys.modules[module.__name__] = importlib.import_module(new)
 

@@ -185,9 +185,7 @@ class _HeadSession:
                 self._sequence_decisions = self.head.decide(
                     hidden[:, :1], first, self._step_context((hidden.shape[0], 1))
                 )
-            decisions = {
-                k: v.expand(*hidden.shape[:-1], *v.shape[2:]) for k, v in self._sequence_decisions.items()
-            }
+            decisions = {k: v.expand(*hidden.shape[:-1], *v.shape[2:]) for k, v in self._sequence_decisions.items()}
         warped = self.head.sampling_logits(logits, decisions)
         self.decisions = decisions
         self.step += 1
@@ -312,7 +310,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
     ):
         if not self._head_enabled:
             return contextlib.nullcontext()
-        return _HeadSession(self.decoding_head, self._require_base(), keep_base_logits, record, context, max_new_tokens)
+        return _HeadSession(
+            self.decoding_head, self._require_base(), keep_base_logits, record, context, max_new_tokens
+        )
 
     @contextlib.contextmanager
     def record_generation_features(self) -> Iterator[GenerationFeatureRecord]:
@@ -422,7 +422,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         context: DecodingContext | None = None,
     ) -> DecodingPolicyOutput:
         if not self._head_enabled:
-            raise RuntimeError("the cached-features path computes the head's policy; it has no meaning with the head off")
+            raise RuntimeError(
+                "the cached-features path computes the head's policy; it has no meaning with the head off"
+            )
         unembedding = Unembedding.from_model(unwrap_causal_lm(self._require_base()))
         stats = self.decoding_head.token_logprobs(
             hidden, logit_features, targets, unembedding, temperature, chunk_size, context
@@ -431,13 +433,14 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
 
     def _make_policy_output(self, stats: Any) -> DecodingPolicyOutput:
         return self.policy_output_class(
-            logprobs=stats.logprobs, entropy=stats.entropy, kl_to_base=stats.kl_to_base, decisions=stats.decisions,
+            logprobs=stats.logprobs,
+            entropy=stats.entropy,
+            kl_to_base=stats.kl_to_base,
+            decisions=stats.decisions,
             regularizer=stats.regularizer,
         )
 
-    def _generation_context(
-        self, kwargs: dict[str, Any], parallel_budget: int | None
-    ) -> tuple[DecodingContext, int]:
+    def _generation_context(self, kwargs: dict[str, Any], parallel_budget: int | None) -> tuple[DecodingContext, int]:
         """The parallel budget and ``max_new_tokens`` of a ``generate`` call, as the base's generate will see them."""
         generation_config = kwargs.get("generation_config") or self.generation_config
         max_new_tokens = kwargs.get("max_new_tokens", generation_config.max_new_tokens)
@@ -477,7 +480,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
     def print_trainable_parameters(self) -> None:
         """Print trainable vs total parameters (PEFT's format)."""
         trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        )
 
     # ---------------------------------------------------------------------------------------- save / load / push
     def save_pretrained(
@@ -506,8 +511,12 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             raise ValueError("decoding heads are saved with safetensors only (safe_serialization=False refused)")
         if not is_main_process:
             return
-        save_head(save_directory, self.config, self.decoding_head, str(self.model_card(metrics, training_config,
-                                                                                        license, repo_id)))
+        save_head(
+            save_directory,
+            self.config,
+            self.decoding_head,
+            str(self.model_card(metrics, training_config, license, repo_id)),
+        )
 
     def model_card(
         self,
@@ -520,8 +529,13 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         base_params = sum(p.numel() for p in self.base_lm.parameters()) if self.base_lm is not None else 0
         head_params = sum(p.numel() for p in self.decoding_head.parameters())
         return render_model_card(
-            self.config, base_params, repo_id=repo_id, metrics=metrics, training_config=training_config,
-            license=license, head_params=head_params,
+            self.config,
+            base_params,
+            repo_id=repo_id,
+            metrics=metrics,
+            training_config=training_config,
+            license=license,
+            head_params=head_params,
         )
 
     def push_to_hub(

@@ -18,18 +18,36 @@ def reward(completions, **kwargs):
 def main(out: str) -> None:
     prompts = [[{"role": "user", "content": f"Say {i}"}] for i in range(32)]
     args = LogitMLPGRPOConfig(
-        output_dir=out, per_device_train_batch_size=4, num_generations=4, max_completion_length=8, max_steps=2,
-        learning_rate=0.05, report_to=[], save_strategy="no", head_init_std=0.02, seed=0, logging_steps=1, use_cpu=True,
+        output_dir=out,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=0.05,
+        report_to=[],
+        save_strategy="no",
+        head_init_std=0.02,
+        seed=0,
+        logging_steps=1,
+        use_cpu=True,
     )
-    trainer = LogitMLPGRPOTrainer(tiny_llama(), reward, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
-                                  processing_class=char_tokenizer())
+    trainer = LogitMLPGRPOTrainer(
+        tiny_llama(),
+        reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=char_tokenizer(),
+    )
     initial = {k: v.clone() for k, v in trainer.model.logitmlp_head.state_dict().items()}
     trainer.train()
     rank = trainer.accelerator.process_index
     head = trainer.accelerator.unwrap_model(trainer.model).logitmlp_head.state_dict()
     changed = any(not torch.equal(head[k], initial[k]) for k in head)
-    save_file({k: v.contiguous() for k, v in head.items()}, f"{out}/head_rank{rank}.safetensors",
-              metadata={"changed": str(changed), "world_size": str(trainer.accelerator.num_processes)})
+    save_file(
+        {k: v.contiguous() for k, v in head.items()},
+        f"{out}/head_rank{rank}.safetensors",
+        metadata={"changed": str(changed), "world_size": str(trainer.accelerator.num_processes)},
+    )
 
 
 if __name__ == "__main__":

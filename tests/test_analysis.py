@@ -45,14 +45,21 @@ TEXTS = [
 def _rollouts(tokenizer) -> list[dict]:
     rows = []
     for i, (prompt, completion) in enumerate(TEXTS):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        rows.append({
-            "problem_id": i, "sample": 0, "policy": "head",
-            "prompt_ids": tokenizer(text, add_special_tokens=False)["input_ids"],
-            "completion_ids": tokenizer(completion, add_special_tokens=False)["input_ids"],
-            "completion": completion, "answer": None, "correct": i % 2 == 0,
-        })
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        rows.append(
+            {
+                "problem_id": i,
+                "sample": 0,
+                "policy": "head",
+                "prompt_ids": tokenizer(text, add_special_tokens=False)["input_ids"],
+                "completion_ids": tokenizer(completion, add_special_tokens=False)["input_ids"],
+                "completion": completion,
+                "answer": None,
+                "correct": i % 2 == 0,
+            }
+        )
     return rows
 
 
@@ -207,7 +214,14 @@ def test_kl_by_top1_bin():
     kl = np.array([1.0, 3.0, 2.0, 2.0, 5.0, 0.5, 0.25, 0.0, 0.0, 1e-6])
     bins = kl_by_top1_bin(kl, top1)
     assert [b["label"] for b in bins] == [
-        "[0, 0.5)", "[0.5, 0.7)", "[0.7, 0.85)", "[0.85, 0.95)", "[0.95, 0.99)", "[0.99, 0.995)", "[0.995, 1]"]
+        "[0, 0.5)",
+        "[0.5, 0.7)",
+        "[0.7, 0.85)",
+        "[0.85, 0.95)",
+        "[0.95, 0.99)",
+        "[0.99, 0.995)",
+        "[0.995, 1]",
+    ]
     assert [b["count"] for b in bins] == [2, 2, 1, 1, 1, 0, 3]
     assert bins[0]["mean"] == 2.0 and bins[0]["p95"] == pytest.approx(1.0 + 0.95 * 2.0)
     assert bins[1]["mean"] == 2.0 and bins[1]["p95"] == 2.0
@@ -232,8 +246,10 @@ def test_words_after_and_following_words():
     assert words[4] == "␣" and words[5] == "is"
     assert words[8] == "12" and words[11] == "+" and words[13] == "3?"
     assert words[-2] == "k" and words[-1] == "<|end|>"  # never across a special token
-    assert words_after(tokenizer, tokenizer("abcdefghij", add_special_tokens=False)["input_ids"],
-                       max_tokens=4)[0] == "abcd"
+    assert (
+        words_after(tokenizer, tokenizer("abcdefghij", add_special_tokens=False)["input_ids"], max_tokens=4)[0]
+        == "abcd"
+    )
 
     table = following_words(["a", "b", "a", "c", "a", "b"], [True, True, True, False, False, False], top=None)
     assert [(w["word"], w["count"]) for w in table] == [("a", 2), ("b", 1)]
@@ -295,8 +311,20 @@ def test_run_analyze_offline_on_smollm2(tmp_path):
     head_dir = tmp_path / "head"
     parser = argparse.ArgumentParser()
     AnalyzeCommand().add_arguments(parser)
-    args = parser.parse_args(["--output-dir", str(tmp_path / "a"), "--n-problems", "2", "--n-samples", "2",
-                              "--max-new-tokens", "24", "--init-std", "0.2"])
+    args = parser.parse_args(
+        [
+            "--output-dir",
+            str(tmp_path / "a"),
+            "--n-problems",
+            "2",
+            "--n-samples",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--init-std",
+            "0.2",
+        ]
+    )
     assert AnalyzeCommand().run(args) == 0
     out = args.output_dir
     assert (out / "report.html").stat().st_size > 10_000
@@ -309,8 +337,18 @@ def test_run_analyze_offline_on_smollm2(tmp_path):
     base, _ = load_embedded_model()
     torch.manual_seed(0)
     LogitMLPForCausalLM.from_base_model(base, init_std=0.2).save_pretrained(head_dir)
-    args = parser.parse_args(["--head", str(head_dir), "--rollouts", str(out / "rollouts.jsonl"),
-                              "--output-dir", str(tmp_path / "b"), "--max-rollouts", "3"])
+    args = parser.parse_args(
+        [
+            "--head",
+            str(head_dir),
+            "--rollouts",
+            str(out / "rollouts.jsonl"),
+            "--output-dir",
+            str(tmp_path / "b"),
+            "--max-rollouts",
+            "3",
+        ]
+    )
     assert AnalyzeCommand().run(args) == 0
     summary = json.loads((args.output_dir / "summary.json").read_text())
     assert summary["n_rollouts"] == 3 and summary["n_tokens"] > 0

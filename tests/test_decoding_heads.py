@@ -39,7 +39,11 @@ from logitmlp_hf.sampling_rules import (
 from logitmlp_hf.trainer.sequence_adapter import fit_sequence_adapter, prompt_embeddings
 
 
-STRATEGIES = [{"temperature": 0.0}, {"temperature": 0.7, "top_p": 0.9}, {"temperature": 1.2, "top_k": 5, "min_p": 0.05}]
+STRATEGIES = [
+    {"temperature": 0.0},
+    {"temperature": 0.7, "top_p": 0.9},
+    {"temperature": 1.2, "top_k": 5, "min_p": 0.05},
+]
 
 
 def _ids(seed=0, rows=2, length=6):
@@ -92,8 +96,9 @@ def test_autodeco_starts_near_the_base_and_samples_with_hard_top_p():
     assert torch.allclose(t, torch.ones_like(t), atol=1e-2) and torch.allclose(p, torch.full_like(p, 0.98), atol=1e-2)
     expected = TopPLogitsWarper(0.5)(ids, out.base_logits[:, -1].float() / 0.8)
     head = model.autodeco_head
-    got = head.sampling_logits(out.base_logits[:, -1], {"temperature": torch.full((2,), 0.8),
-                                                      "top_p": torch.full((2,), 0.5)})
+    got = head.sampling_logits(
+        out.base_logits[:, -1], {"temperature": torch.full((2,), 0.8), "top_p": torch.full((2,), 0.5)}
+    )
     assert torch.equal(got, expected)
 
 
@@ -178,8 +183,9 @@ def test_adapter_mixture_argmax_mask_and_entropy():
     head.action_selection = "argmax"
     best = pi.argmax(-1)
     for r in range(2):
-        assert torch.equal(head.sampling_logits(logits, decisions)[r],
-                           temperature_logits(logits[r], [0, 0.5, 1, 1.25][best[r]]))
+        assert torch.equal(
+            head.sampling_logits(logits, decisions)[r], temperature_logits(logits[r], [0, 0.5, 1, 1.25][best[r]])
+        )
     features = torch.tensor([[5.0, 0, 1, 5.01], [5.0, 0, 1, 7.0]])  # max prob ≈ 0.99 vs ≈ 0.14
     assert head.loss_mask(LogitFeatures.unpack(features)).tolist() == [False, True]
     entropy = -(pi * pi.log()).sum(-1)
@@ -258,18 +264,39 @@ def test_sequence_adapter_with_one_greedy_strategy_is_the_base_greedy():
 
 def test_fit_sequence_adapter_end_to_end():
     base = tiny_llama()
-    data = Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(6)],
-        "answer": [str(2 * i) for i in range(6)],
-    })
+    data = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(6)],
+            "answer": [str(2 * i) for i in range(6)],
+        }
+    )
     pool = [SamplingStrategy(0.0), SamplingStrategy(1.0), SamplingStrategy(1.0, top_k=3)]
-    fit = fit_sequence_adapter(base, char_tokenizer(), data.select(range(3)), data.select(range(3, 6)), pool,
-                               set_size=2, budgets=(1, 2), n_samples=2, max_new_tokens=4, bandit_steps=5,
-                               eval_kwargs={"batch_size": 3, "n_resamples": 10})
+    fit = fit_sequence_adapter(
+        base,
+        char_tokenizer(),
+        data.select(range(3)),
+        data.select(range(3, 6)),
+        pool,
+        set_size=2,
+        budgets=(1, 2),
+        n_samples=2,
+        max_new_tokens=4,
+        bandit_steps=5,
+        eval_kwargs={"batch_size": 3, "n_resamples": 10},
+    )
     assert 1 <= len(fit.selected) <= 2 and fit.model.config.budgets == [1, 2]
     assert set(fit.summary()) >= {"selected", "coverage_after_each", "bandit_train_values"}
-    results = evaluate(fit.model, char_tokenizer(), data.select(range(3)), ["head"], n_samples=2, batch_size=3,
-                       max_new_tokens=4, progress=False, n_resamples=10)
+    results = evaluate(
+        fit.model,
+        char_tokenizer(),
+        data.select(range(3)),
+        ["head"],
+        n_samples=2,
+        batch_size=3,
+        max_new_tokens=4,
+        progress=False,
+        n_resamples=10,
+    )
     assert len(results["head"].problems) == 3
 
 
@@ -295,8 +322,10 @@ def test_every_head_saves_a_head_only_repo_and_loads_with_auto(tmp_path, cls, kw
     assert files == sorted(["README.md", "config.json", weights])
     card = (tmp_path / "head" / "README.md").read_text()
     assert cls.__name__ in card and "best@8" in card and json.loads((tmp_path / "head" / "config.json").read_text())
-    for loaded in (AutoModelForCausalLM.from_pretrained(tmp_path / "head"),
-                   load_decoding_head_model(tmp_path / "head", base_model=base)):
+    for loaded in (
+        AutoModelForCausalLM.from_pretrained(tmp_path / "head"),
+        load_decoding_head_model(tmp_path / "head", base_model=base),
+    ):
         assert type(loaded) is cls
         for a, b in zip(model.decoding_head.state_dict().values(), loaded.decoding_head.state_dict().values()):
             assert torch.equal(a, b)
@@ -309,12 +338,27 @@ def _trainer(tmp_path, **kwargs):
     from test_grpo_trainer import dataset, digit_reward
 
     args = LogitMLPGRPOConfig(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
-        max_steps=2, learning_rate=0.05, logging_steps=1, save_strategy="no", report_to=[], seed=0,
-        dataloader_num_workers=0, use_cpu=True, **kwargs,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        dataloader_num_workers=0,
+        use_cpu=True,
+        **kwargs,
     )
-    return LogitMLPGRPOTrainer(model=tiny_llama(), reward_funcs=digit_reward, args=args, train_dataset=dataset(),
-                               processing_class=char_tokenizer())
+    return LogitMLPGRPOTrainer(
+        model=tiny_llama(),
+        reward_funcs=digit_reward,
+        args=args,
+        train_dataset=dataset(),
+        processing_class=char_tokenizer(),
+    )
 
 
 @pytest.mark.parametrize(
@@ -339,8 +383,9 @@ def test_trainer_trains_other_heads_only(tmp_path, head_type, head_config, metri
 
 
 def test_adapter_rollouts_mask_confident_positions_and_logprobs_match_forward(tmp_path):
-    trainer = _trainer(tmp_path, head_type="decoding_adapter", head_config={"confidence_mask": 0.006},
-                       dynamic_sampling=False)
+    trainer = _trainer(
+        tmp_path, head_type="decoding_adapter", head_config={"confidence_mask": 0.006}, dynamic_sampling=False
+    )
     trainer.model.train()
     from test_grpo_trainer import dataset
 
@@ -369,16 +414,25 @@ def test_trainer_refuses_the_sequence_adapter_and_unknown_heads(tmp_path):
     from test_grpo_trainer import dataset, digit_reward
 
     with pytest.raises(ValueError, match="fit_sequence_adapter"):
-        LogitMLPGRPOTrainer(model=model, reward_funcs=digit_reward, train_dataset=dataset(),
-                            processing_class=char_tokenizer(),
-                            args=LogitMLPGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+        LogitMLPGRPOTrainer(
+            model=model,
+            reward_funcs=digit_reward,
+            train_dataset=dataset(),
+            processing_class=char_tokenizer(),
+            args=LogitMLPGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[]),
+        )
     with pytest.raises(ValueError, match="head_type must be one of"):
         LogitMLPGRPOConfig(output_dir=str(tmp_path), head_type="sequence_adapter")
 
 
 # ------------------------------------------------------------------------------------------------ analysis
-@pytest.mark.parametrize("cls, keys", [(AutoDecoForCausalLM, {"temperature", "top_p"}),
-                                       (DecodingAdapterForCausalLM, {"p_greedy", "p_T=0.5", "p_T=1", "p_T=1.25"})])
+@pytest.mark.parametrize(
+    "cls, keys",
+    [
+        (AutoDecoForCausalLM, {"temperature", "top_p"}),
+        (DecodingAdapterForCausalLM, {"p_greedy", "p_T=0.5", "p_T=1", "p_T=1.25"}),
+    ],
+)
 def test_per_token_analysis_runs_for_other_heads(cls, keys):
     from logitmlp_hf.analysis.per_token import analyze_rollouts
 
@@ -387,8 +441,10 @@ def test_per_token_analysis_runs_for_other_heads(cls, keys):
     with torch.no_grad():
         for p in model.decoding_head.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    rollouts = [{"prompt_ids": [5, 6, 7], "completion_ids": [8, 9, 10, 11]},
-                {"prompt_ids": [5, 6], "completion_ids": [12, 13]}]
+    rollouts = [
+        {"prompt_ids": [5, 6, 7], "completion_ids": [8, 9, 10, 11]},
+        {"prompt_ids": [5, 6], "completion_ids": [12, 13]},
+    ]
     analysis = analyze_rollouts(model, char_tokenizer(), rollouts, batch_size=2)
     assert len(analysis) == 6 and set(analysis.decisions) == keys
     assert np.isfinite(analysis.kl).all() and (analysis.kl > 0).any() and np.isnan(analysis.s1).all()

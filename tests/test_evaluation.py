@@ -25,11 +25,13 @@ ROLLOUT_FIELDS = {"problem_id", "sample", "policy", "prompt_ids", "completion_id
 
 def stub_dataset(n: int = 5) -> Dataset:
     questions = [f"What is {i} + {i}?" for i in range(n)]
-    return Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": q}] for q in questions],
-        "answer": [str(2 * i) for i in range(n)],
-        "question": questions,
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": q}] for q in questions],
+            "answer": [str(2 * i) for i in range(n)],
+            "question": questions,
+        }
+    )
 
 
 def run(model, policies, **kwargs):
@@ -164,8 +166,16 @@ def test_sweep_end_to_end_and_pareto_plot(tmp_path):
     model = tiny_llama()
     data = stub_dataset(6)
     s = global_temperature_sweep(
-        model, char_tokenizer(), data.select(range(3)), data.select(range(3, 6)), [0.5, 1.5], sweep_on_test=True,
-        n_samples=2, max_new_tokens=4, progress=False, n_resamples=20,
+        model,
+        char_tokenizer(),
+        data.select(range(3)),
+        data.select(range(3, 6)),
+        [0.5, 1.5],
+        sweep_on_test=True,
+        n_samples=2,
+        max_new_tokens=4,
+        progress=False,
+        n_resamples=20,
     )
     scores = {t: s.validation[f"T={t:g}"].metrics["mean_accuracy"].value for t in (0.5, 1.5)}
     assert scores[s.best_temperature] == max(scores.values())
@@ -184,8 +194,19 @@ def test_sweep_end_to_end_and_pareto_plot(tmp_path):
 def test_eval_arguments_and_datasets():
     parser = argparse.ArgumentParser()
     EvalCommand().add_arguments(parser)
-    args = parser.parse_args(["--policy", "temperature:1.0", "--policy", "head:x", "--dataset", "gsm8k",
-                              "--n-samples", "4", "--save-rollouts"])
+    args = parser.parse_args(
+        [
+            "--policy",
+            "temperature:1.0",
+            "--policy",
+            "head:x",
+            "--dataset",
+            "gsm8k",
+            "--n-samples",
+            "4",
+            "--save-rollouts",
+        ]
+    )
     assert args.policies == ["temperature:1.0", "head:x"] and args.save_rollouts and args.n_samples == 4
     assert len(load_eval_dataset("math500", 3)) == 3
     gsm = load_eval_dataset("gsm8k", 2, n_validation=5)
@@ -198,8 +219,25 @@ def test_eval_arguments_and_datasets():
 
 @pytest.mark.slow
 def test_run_eval_on_smollm2(tmp_path):
-    assert cli_main(["eval", "--policy", "temperature:0.7", "--n-problems", "4", "--n-samples", "2",
-                     "--max-new-tokens", "24", "--output-dir", str(tmp_path), "--save-rollouts"]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                "--policy",
+                "temperature:0.7",
+                "--n-problems",
+                "4",
+                "--n-samples",
+                "2",
+                "--max-new-tokens",
+                "24",
+                "--output-dir",
+                str(tmp_path),
+                "--save-rollouts",
+            ]
+        )
+        == 0
+    )
     out = tmp_path
     data = json.loads((out / "results.json").read_text())
     assert data["config"]["n_problems"] == 4

@@ -50,8 +50,10 @@ def test_compare_baselines(capsys):
 
 
 def test_analyse_head(tmp_path, capsys):
-    summary = _run("analyse_head.py", ["--n-problems", "2", "--n-samples", "1", "--max-new-tokens", "10",
-                                       "--output-dir", str(tmp_path)])
+    summary = _run(
+        "analyse_head.py",
+        ["--n-problems", "2", "--n-samples", "1", "--max-new-tokens", "10", "--output-dir", str(tmp_path)],
+    )
     assert summary["n_tokens"] > 0 and summary["n_active"] > 0  # the untrained init_std=0.05 head acts somewhere
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.html").exists()
     assert "median T*" in capsys.readouterr().out
@@ -61,8 +63,11 @@ def test_compare_decoding_policies(tmp_path, capsys):
     out = tmp_path / "compare"
     results = _run("compare_decoding_policies.py", ["--quick", "--output-dir", str(out)])
     assert len(results.policies) == 4 and all(len(p.problems) == 8 for p in results.policies.values())
-    for repo, weights in (("autodeco", "autodeco_head"), ("adapter", "decoding_adapter"),
-                          ("sequence", "sequence_adapter")):
+    for repo, weights in (
+        ("autodeco", "autodeco_head"),
+        ("adapter", "decoding_adapter"),
+        ("sequence", "sequence_adapter"),
+    ):
         assert (out / repo / f"{weights}.safetensors").exists() and (out / repo / "README.md").exists()
     assert "Paired differences" in (out / "comparison.txt").read_text()
     assert "temperature" in (out / "analysis.json").read_text()  # AutoDeco's per-token decisions were analysed
@@ -70,7 +75,13 @@ def test_compare_decoding_policies(tmp_path, capsys):
 
 
 def test_every_example_has_a_test():
-    tested = {"compare_decoding_policies.py", "generate_with_head.py", "load_head_with_auto.py", "stack_head_on_lora.py", "compare_baselines.py",
-              "analyse_head.py"}
+    tested = {
+        "compare_decoding_policies.py",
+        "generate_with_head.py",
+        "load_head_with_auto.py",
+        "stack_head_on_lora.py",
+        "compare_baselines.py",
+        "analyse_head.py",
+    }
     assert {p.name for p in EXAMPLES.glob("*.py")} <= tested, "add a test for the new example"
     assert sys.modules  # keeps the import list honest for linters

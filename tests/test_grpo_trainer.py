@@ -39,9 +39,19 @@ def dataset(n=16):
 
 def config(tmp_path, **kwargs):
     defaults = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=G, max_completion_length=8,
-        max_steps=2, learning_rate=0.05, logging_steps=1, save_strategy="no", report_to=[], seed=0,
-        head_init_std=0.02, dataloader_num_workers=0, use_cpu=True,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_generations=G,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        head_init_std=0.02,
+        dataloader_num_workers=0,
+        use_cpu=True,
     )
     defaults.update(kwargs)
     return LogitMLPGRPOConfig(**defaults)
@@ -81,9 +91,20 @@ def test_log_history_has_the_promised_metrics(tmp_path):
     trainer = make_trainer(tmp_path, num_iterations=2, report_to=["tensorboard"])
     trainer.train()
     logged = {k for entry in trainer.state.log_history for k in entry}
-    for key in ["reward", "pass@4", "pass@1", "warp/kl_to_base", "warp/s1_mean", "warp/s1_std", "warp/s2_mean",
-                "warp/b_below_max_in_std_mean", "entropy", "clip_ratio/region_mean",
-                "dynamic_sampling/dropped_group_frac", "dynamic_sampling/extra_rounds"]:
+    for key in [
+        "reward",
+        "pass@4",
+        "pass@1",
+        "warp/kl_to_base",
+        "warp/s1_mean",
+        "warp/s1_std",
+        "warp/s2_mean",
+        "warp/b_below_max_in_std_mean",
+        "entropy",
+        "clip_ratio/region_mean",
+        "dynamic_sampling/dropped_group_frac",
+        "dynamic_sampling/extra_rounds",
+    ]:
         assert key in logged, key
     assert any(f.startswith("events.out.tfevents") for _, _, files in os.walk(tmp_path / "out") for f in files)
 
@@ -105,7 +126,9 @@ def test_rollouts_are_sampled_from_the_warp_and_updates_use_the_cache(tmp_path, 
     mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
     keep = batch["completion_ids"].shape[1]
     trainer._loss_inputs = batch
-    cached, entropy, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep, compute_entropy=True)
+    cached, entropy, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, mask, keep, compute_entropy=True
+    )
     trainer._loss_inputs = None
     with torch.no_grad():
         logits = trainer.model(ids, attention_mask=mask).logits[:, -keep - 1 : -1]
@@ -139,8 +162,9 @@ def test_dynamic_sampling_refills_groups_without_signal(tmp_path):
 
 
 def test_all_groups_filtered_is_bounded_and_loud(tmp_path, caplog):
-    trainer = make_trainer(tmp_path, reward=lambda completions, **kw: [0.0] * len(completions),
-                           max_dynamic_sampling_rounds=2)
+    trainer = make_trainer(
+        tmp_path, reward=lambda completions, **kw: [0.0] * len(completions), max_dynamic_sampling_rounds=2
+    )
     trainer.model.train()
     with caplog.at_level(logging.WARNING, logger="logitmlp_hf.trainer.grpo_trainer"):
         batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
@@ -163,9 +187,13 @@ def test_a_raising_reward_function_gives_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"beta": 0.1}, "beta must be 0"), ({"gradient_checkpointing": True}, "gradient_checkpointing"),
-     ({"pass_k": 5}, "pass_k=5"), ({"objective": "pass@2"}, "objective"),
-     ({"use_vllm": True, "vllm_enable_sleep_mode": True}, "sleep mode")],
+    [
+        ({"beta": 0.1}, "beta must be 0"),
+        ({"gradient_checkpointing": True}, "gradient_checkpointing"),
+        ({"pass_k": 5}, "pass_k=5"),
+        ({"objective": "pass@2"}, "objective"),
+        ({"use_vllm": True, "vllm_enable_sleep_mode": True}, "sleep mode"),
+    ],
 )
 def test_config_refuses_what_cannot_apply(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -176,8 +204,14 @@ def test_trainer_refuses_peft_config(tmp_path):
     from peft import LoraConfig
 
     with pytest.raises(ValueError, match="trains only the head"):
-        LogitMLPGRPOTrainer(tiny_llama(), digit_reward, args=config(tmp_path), train_dataset=dataset(),
-                            processing_class=char_tokenizer(), peft_config=LoraConfig())
+        LogitMLPGRPOTrainer(
+            tiny_llama(),
+            digit_reward,
+            args=config(tmp_path),
+            train_dataset=dataset(),
+            processing_class=char_tokenizer(),
+            peft_config=LoraConfig(),
+        )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
@@ -193,8 +227,10 @@ def test_head_on_a_lora_base_leaves_the_adapter_untouched(tmp_path):
     tiny_llama().save_pretrained(base_dir)
     from transformers import AutoModelForCausalLM
 
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                          LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False),
+    )
     lora.save_pretrained(tmp_path / "lora")
     trainer = make_trainer(tmp_path, model=str(tmp_path / "lora"))
     base = trainer.model.get_base_model()
@@ -255,8 +291,9 @@ def test_overlong_shaping_adds_trls_soft_punishment(tmp_path):
     trainer.model.train()
     batch = trainer._generate_and_score_completions([dataset()[i] for i in range(2) for _ in range(G)])
     lengths = batch["completion_mask"].sum(1)
-    digits = torch.tensor(digit_reward([trainer.processing_class.decode(c[:n]) for c, n in
-                                        zip(batch["completion_ids"], lengths)]))
+    digits = torch.tensor(
+        digit_reward([trainer.processing_class.decode(c[:n]) for c, n in zip(batch["completion_ids"], lengths)])
+    )
     penalty = torch.where(lengths <= 4, 0.0, (4 - lengths).float() / 4)  # max_completion_length 8, buffer 4
     assert torch.allclose(batch["logitmlp_rewards"], 2.0 * digits + penalty)
 

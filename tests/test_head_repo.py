@@ -76,7 +76,9 @@ def test_processor_from_pretrained_loads_only_the_head(head_dir, base_dir):
 
 def _lora_dir(tmp_path, base_dir):
     base = AutoModelForCausalLM.from_pretrained(base_dir)
-    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     path = tmp_path / "lora"
     lora.save_pretrained(path)
     return path
@@ -95,8 +97,14 @@ def test_stacking_on_a_lora_adapter_dir(tmp_path, head_dir, base_dir):
     plain = AutoModelForCausalLM.from_pretrained(base_dir)(ids, attention_mask=mask).logits
     assert not torch.allclose(out.base_logits, plain, atol=1e-3)  # the adapter is really active
     assert not torch.allclose(out.logits, out.base_logits, atol=1e-3)  # and the head acts through PEFT's forward
-    kwargs = dict(attention_mask=mask, do_sample=False, max_new_tokens=3, pad_token_id=0, output_scores=True,
-                  return_dict_in_generate=True)
+    kwargs = dict(
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=3,
+        pad_token_id=0,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     warped = stacked.generate(ids, **kwargs)
     with stacked.disable_head():
         unwarped = stacked.generate(ids, **kwargs)
@@ -115,7 +123,9 @@ def test_stacking_on_a_lora_adapter_dir(tmp_path, head_dir, base_dir):
 
 def test_stacking_on_a_peft_model_object_and_a_merged_checkpoint(tmp_path, head_dir, base_dir):
     head_path, _ = head_dir
-    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), _lora_dir(tmp_path, base_dir))
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_dir), _lora_dir(tmp_path, base_dir)
+    )
     stacked = LogitMLPForCausalLM.from_pretrained(head_path, base_model=peft_model)
     ids, mask = _batch()
     from_object = stacked(ids, attention_mask=mask).logits

@@ -15,8 +15,12 @@ from logitmlp_hf._compat import MOVED_MODULES
 
 
 PACKAGE = Path(logitmlp_hf.__file__).parent
-HEAD_TYPES = ("logitmlp_hf.heads.logitmlp", "logitmlp_hf.heads.autodeco", "logitmlp_hf.heads.decoding_adapter",
-              "logitmlp_hf.heads.sequence_adapter")
+HEAD_TYPES = (
+    "logitmlp_hf.heads.logitmlp",
+    "logitmlp_hf.heads.autodeco",
+    "logitmlp_hf.heads.decoding_adapter",
+    "logitmlp_hf.heads.sequence_adapter",
+)
 # Who may import a specific head type: the facade re-exports the public classes, heads/__init__ registers the
 # built-in types, and the sequence adapter's fitting procedure (trainer/) builds that head.
 MAY_IMPORT_HEAD_TYPES = {
@@ -73,7 +77,7 @@ def test_no_import_cycles_at_import_time():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle.extend(stack[stack.index(nxt):] + [node, nxt] if nxt in stack else [node, nxt])
+                cycle.extend(stack[stack.index(nxt) :] + [node, nxt] if nxt in stack else [node, nxt])
                 return True
             if state.get(nxt) is None and visit(nxt, stack + [node]):
                 return True

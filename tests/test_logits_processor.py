@@ -19,8 +19,14 @@ def _pair():
 def test_processor_and_wrapper_give_the_same_next_token_distribution():
     base, model = _pair()
     ids, mask = _batch(lengths=(6, 4, 6))
-    kwargs = dict(attention_mask=mask, max_new_tokens=8, pad_token_id=0, output_logits=True,
-                  output_scores=True, return_dict_in_generate=True)
+    kwargs = dict(
+        attention_mask=mask,
+        max_new_tokens=8,
+        pad_token_id=0,
+        output_logits=True,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     torch.manual_seed(0)
     via_wrapper = model.generate(ids, do_sample=True, num_return_sequences=2, **kwargs)
     with LogitMLPLogitsProcessor(model.logitmlp_head, base, config=model.config) as warp:
@@ -38,8 +44,16 @@ def test_processor_composes_with_transformers_warpers():
     ids, mask = _batch(lengths=(5,))
     with LogitMLPLogitsProcessor(model.logitmlp_head, base) as warp:
         out = base.generate(
-            ids, attention_mask=mask, do_sample=True, top_k=5, temperature=0.7, max_new_tokens=6, pad_token_id=0,
-            logits_processor=[warp], output_scores=True, return_dict_in_generate=True,
+            ids,
+            attention_mask=mask,
+            do_sample=True,
+            top_k=5,
+            temperature=0.7,
+            max_new_tokens=6,
+            pad_token_id=0,
+            logits_processor=[warp],
+            output_scores=True,
+            return_dict_in_generate=True,
         )
     for scores in out.scores:  # top-k ran after the warp: exactly 5 finite candidates
         assert int(torch.isfinite(scores).sum()) == 5
@@ -55,8 +69,15 @@ def test_processor_handles_neg_inf_from_earlier_processors():
     ids, mask = _batch(lengths=(5,))
     with LogitMLPLogitsProcessor(model.logitmlp_head, base) as warp:
         torch.manual_seed(0)
-        out = base.generate(ids, attention_mask=mask, do_sample=True, min_new_tokens=4, max_new_tokens=4,
-                            pad_token_id=0, logits_processor=[warp])
+        out = base.generate(
+            ids,
+            attention_mask=mask,
+            do_sample=True,
+            min_new_tokens=4,
+            max_new_tokens=4,
+            pad_token_id=0,
+            logits_processor=[warp],
+        )
     assert out.shape == (1, 9)
 
 

@@ -99,8 +99,13 @@ def test_generate_scores_are_the_warped_distribution():
     model = _wrapped()
     ids, mask = _batch(lengths=(5, 5))
     out = model.generate(
-        ids, attention_mask=mask, do_sample=False, max_new_tokens=3, pad_token_id=0,
-        output_logits=True, return_dict_in_generate=True,
+        ids,
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=3,
+        pad_token_id=0,
+        output_logits=True,
+        return_dict_in_generate=True,
     )
     seq = out.sequences
     full = model(seq[:, :-1], attention_mask=torch.ones_like(seq[:, :-1])).logits
@@ -147,8 +152,14 @@ def test_min_new_tokens_masking_does_not_produce_nan():
     ids, mask = _batch(lengths=(5,))
     torch.manual_seed(0)
     out = model.generate(
-        ids, attention_mask=mask, do_sample=True, min_new_tokens=6, max_new_tokens=6, pad_token_id=0,
-        top_k=20, top_p=0.9,
+        ids,
+        attention_mask=mask,
+        do_sample=True,
+        min_new_tokens=6,
+        max_new_tokens=6,
+        pad_token_id=0,
+        top_k=20,
+        top_p=0.9,
     )
     assert out.shape == (1, 11)
 

@@ -32,8 +32,9 @@ def test_cached_logprobs_equal_a_full_forward(make_base, peft, temperature):
     hidden, stats = cache_features(lm, ids, mask, logits_to_keep=keep)
     assert hidden.shape == (3, keep, 48) and stats.shape == (3, keep, 4)
     targets = ids[:, -keep:]
-    got = warped_token_logprobs(model.logitmlp_head, hidden, stats, targets, Unembedding.from_model(lm),
-                                temperature=temperature, chunk_size=5)
+    got = warped_token_logprobs(
+        model.logitmlp_head, hidden, stats, targets, Unembedding.from_model(lm), temperature=temperature, chunk_size=5
+    )
     with torch.no_grad():
         out = model(ids, attention_mask=mask, output_base_logits=True)
     warped = out.logits[:, -keep - 1 : -1] / temperature
@@ -85,8 +86,9 @@ def test_an_empty_batch_of_tokens_is_fine():
     model, ids, mask = _setup()
     lm = model.get_base_model()
     head = model.logitmlp_head
-    out = warped_token_logprobs(head, torch.zeros(0, 48), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
-                                Unembedding.from_model(lm))
+    out = warped_token_logprobs(
+        head, torch.zeros(0, 48), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), Unembedding.from_model(lm)
+    )
     assert out.logprobs.shape == (0,)
     out.logprobs.sum().backward()
     assert all(p.grad is None or torch.all(p.grad == 0) for p in head.parameters())

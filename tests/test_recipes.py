@@ -37,9 +37,17 @@ def test_two_cpu_processes_keep_identical_heads(tmp_path):
     with socket.socket() as s:  # a free port: the default 29500 may still be held by another run's rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "trainers" / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", str(port),
-           str(TESTS / "ddp_head_sync_script.py"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "trainers" / "accelerate_configs" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(port),
+        str(TESTS / "ddp_head_sync_script.py"),
+        str(tmp_path),
+    ]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     heads = [load_file(tmp_path / f"head_rank{r}.safetensors") for r in (0, 1)]
@@ -58,18 +66,53 @@ def _tiny_model_dir(tmp_path):
 
 
 def _script_cmd(model_dir, out, max_steps, *extra):
-    return [sys.executable, str(SCRIPT), "--model_name_or_path", str(model_dir), "--output_dir", str(out),
-            "--max_steps", str(max_steps), "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
-            "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "8",
-            "--n_train_problems", "64", "--report_to", "none", "--use_cpu", "true", "--head_init_std", "0.02",
-            "--learning_rate", "0.05", "--seed", "0", *extra]
+    return [
+        sys.executable,
+        str(SCRIPT),
+        "--model_name_or_path",
+        str(model_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        str(max_steps),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_generations",
+        "4",
+        "--max_completion_length",
+        "8",
+        "--n_train_problems",
+        "64",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--head_init_std",
+        "0.02",
+        "--learning_rate",
+        "0.05",
+        "--seed",
+        "0",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_killed_run_loses_at_most_the_steps_since_its_last_checkpoint(tmp_path):
     model_dir, out = _tiny_model_dir(tmp_path), tmp_path / "run"
-    proc = subprocess.Popen(_script_cmd(model_dir, out, 1000), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        _script_cmd(model_dir, out, 1000),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     try:
         while last_complete_checkpoint(out) is None or not last_complete_checkpoint(out).endswith("-4"):
@@ -84,8 +127,13 @@ def test_killed_run_loses_at_most_the_steps_since_its_last_checkpoint(tmp_path):
     assert step >= 4
     saved_head = load_file(Path(last) / "logitmlp_head.safetensors")
 
-    resumed = subprocess.run(_script_cmd(model_dir, out, step + 2, "--resume_from_checkpoint", "true"),
-                             env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _script_cmd(model_dir, out, step + 2, "--resume_from_checkpoint", "true"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = last_complete_checkpoint(out)
     assert final.endswith(f"checkpoint-{step + 2}")
@@ -110,14 +158,30 @@ def test_trainer_pushes_head_only_repos_with_run_card(tmp_path, local_hub):  # n
 
     prompts = [[{"role": "user", "content": f"Say {i}"}] for i in range(16)]
     args = LogitMLPGRPOConfig(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
-        max_steps=2, learning_rate=0.05, report_to=[], save_strategy="steps", save_steps=1, head_init_std=0.02,
-        push_to_hub=True, hub_model_id="user/tiny-head", hub_strategy="every_save", objective="pass@k", pass_k=2,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=0.05,
+        report_to=[],
+        save_strategy="steps",
+        save_steps=1,
+        head_init_std=0.02,
+        push_to_hub=True,
+        hub_model_id="user/tiny-head",
+        hub_strategy="every_save",
+        objective="pass@k",
+        pass_k=2,
         use_cpu=True,
     )
-    trainer = LogitMLPGRPOTrainer(tiny_llama(), lambda completions, **kw: [float(i % 2) for i in range(len(completions))],
-                                  args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
-                                  processing_class=char_tokenizer())
+    trainer = LogitMLPGRPOTrainer(
+        tiny_llama(),
+        lambda completions, **kw: [float(i % 2) for i in range(len(completions))],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=char_tokenizer(),
+    )
     trainer.train()
     assert any(m == "POST" and "commit" in p for m, p in local_hub.requests)  # checkpoint pushes happened
     trainer.push_to_hub()

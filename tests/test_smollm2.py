@@ -25,15 +25,19 @@ def smollm2():
 def rollouts(smollm2):
     """Sampled answers to real prompts, as the head will see them in training."""
     base, tokenizer = smollm2
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in PROMPTS]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in PROMPTS
+    ]
     inputs = tokenizer(texts, return_tensors="pt", padding=True)
     torch.manual_seed(0)
     with torch.no_grad():
         seqs = base.generate(**inputs, do_sample=True, max_new_tokens=32, pad_token_id=tokenizer.pad_token_id)
     mask = torch.ones_like(seqs)
     mask[:, : inputs["input_ids"].shape[1]] = inputs["attention_mask"]
-    mask[:, inputs["input_ids"].shape[1]:] = (seqs[:, inputs["input_ids"].shape[1]:] != tokenizer.pad_token_id).long()
+    mask[:, inputs["input_ids"].shape[1] :] = (
+        seqs[:, inputs["input_ids"].shape[1] :] != tokenizer.pad_token_id
+    ).long()
     return seqs, mask
 
 
@@ -77,8 +81,12 @@ def test_embedded_model_records_its_hub_id_and_head_reloads_offline(smollm2, tmp
 
 
 def test_demo_command_runs(tmp_path, capsys):
-    assert cli_main(["demo", "--max-new-tokens", "8", "--prompts", "What is 2 + 3?", "--output-dir",
-                     str(tmp_path / "demo")]) == 0
+    assert (
+        cli_main(
+            ["demo", "--max-new-tokens", "8", "--prompts", "What is 2 + 3?", "--output-dir", str(tmp_path / "demo")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "base   (T=1, seed 0)" in out and "warped (T=1, seed 0)" in out and "most-changed positions" in out
     assert (tmp_path / "demo" / "logitmlp_head.safetensors").exists()

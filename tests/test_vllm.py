@@ -88,8 +88,10 @@ def smollm2():
 @pytest.fixture(scope="module")
 def prompt_ids(smollm2):
     _, tokenizer = smollm2
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in PROMPTS]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in PROMPTS
+    ]
     return [tokenizer(text, add_special_tokens=False).input_ids for text in texts]
 
 
@@ -171,16 +173,19 @@ def test_engine_serves_the_head_in_compute_logits(engine, head_dir):
 
 def test_prompt_logprobs_match_the_transformers_wrapper(engine, head_dir, prompt_ids):
     llm, dtype = engine
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
-                           SamplingParams(max_tokens=1, prompt_logprobs=5))
+    outputs = llm.generate(
+        [{"prompt_token_ids": ids} for ids in prompt_ids], SamplingParams(max_tokens=1, prompt_logprobs=5)
+    )
     for ids, out in zip(prompt_ids, outputs):
         assert_matches(out.prompt_logprobs, 0, head_dir, ids, dtype)
 
 
 def test_sampled_tokens_logprobs_match_teacher_forcing(engine, head_dir, prompt_ids):
     llm, dtype = engine
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
-                           SamplingParams(max_tokens=16, temperature=1.0, logprobs=3, seed=0))
+    outputs = llm.generate(
+        [{"prompt_token_ids": ids} for ids in prompt_ids],
+        SamplingParams(max_tokens=16, temperature=1.0, logprobs=3, seed=0),
+    )
     for ids, out in zip(prompt_ids, outputs):
         assert_matches(out.outputs[0].logprobs, len(ids), head_dir, ids + list(out.outputs[0].token_ids), dtype)
 
@@ -191,13 +196,18 @@ def test_greedy_outputs_match_the_transformers_wrapper(engine, head_dir, prompt_
     llm, dtype = engine
     _, tokenizer = smollm2
     reference = hf_head_model(head_dir, dtype)
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
-                           SamplingParams(max_tokens=24, temperature=0.0))
+    outputs = llm.generate(
+        [{"prompt_token_ids": ids} for ids in prompt_ids], SamplingParams(max_tokens=24, temperature=0.0)
+    )
     for ids, out in zip(prompt_ids, outputs):
         with torch.no_grad():
-            hf = reference.generate(torch.tensor([ids], device=DEVICE), do_sample=False, max_new_tokens=24,
-                                    pad_token_id=tokenizer.pad_token_id)
-        ours, theirs = list(out.outputs[0].token_ids), hf[0, len(ids):].tolist()
+            hf = reference.generate(
+                torch.tensor([ids], device=DEVICE),
+                do_sample=False,
+                max_new_tokens=24,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        ours, theirs = list(out.outputs[0].token_ids), hf[0, len(ids) :].tolist()
         n = min(len(ours), len(theirs))
         first_difference = next((i for i in range(n) if ours[i] != theirs[i]), None)
         if first_difference is None:
@@ -241,7 +251,9 @@ def test_head_weights_update_without_touching_the_base(engine, smollm2, head_dir
     base_before = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("logitmlp_head.")}
     other = LogitMLPForCausalLM.from_base_model(smollm2[0])
     scramble(other, seed=7)
-    loaded = model.load_weights([("logitmlp_head." + n, p.detach()) for n, p in other.decoding_head.named_parameters()])
+    loaded = model.load_weights(
+        [("logitmlp_head." + n, p.detach()) for n, p in other.decoding_head.named_parameters()]
+    )
     assert loaded == {"logitmlp_head." + n for n, _ in other.decoding_head.named_parameters()}
     try:
         llm.reset_prefix_cache()
@@ -303,9 +315,25 @@ def test_vllm_serve_samples_from_the_head(head_dir, prompt_ids, tmp_path):
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "logitmlp_hf.cli", "vllm-serve", str(head_dir), "--port", str(port), "--dtype",
-         "float32", "--max-model-len", "512", "--enforce-eager", "--host", "127.0.0.1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "logitmlp_hf.cli",
+            "vllm-serve",
+            str(head_dir),
+            "--port",
+            str(port),
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--host",
+            "127.0.0.1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -321,10 +349,13 @@ def test_vllm_serve_samples_from_the_head(head_dir, prompt_ids, tmp_path):
                     raise
                 time.sleep(2)
         served = _get_json(url + "/v1/models")["data"][0]["id"]
-        reply = _get_json(url + "/v1/completions", {"model": served, "prompt": prompt_ids[0], "max_tokens": 1,
-                                                     "prompt_logprobs": 5})
-        rows = [None if row is None else {int(t): _Logprob(v["logprob"]) for t, v in row.items()}
-                for row in reply["choices"][0]["prompt_logprobs"]]
+        reply = _get_json(
+            url + "/v1/completions", {"model": served, "prompt": prompt_ids[0], "max_tokens": 1, "prompt_logprobs": 5}
+        )
+        rows = [
+            None if row is None else {int(t): _Logprob(v["logprob"]) for t, v in row.items()}
+            for row in reply["choices"][0]["prompt_logprobs"]
+        ]
         assert_matches(rows, 0, head_dir, prompt_ids[0], "float32")
         # What a trainer in server mode checks, on this server's real /server_info
         info = _get_json(url + "/server_info?config_format=json")["vllm_config"]
@@ -351,8 +382,10 @@ def test_head_on_a_lora_tuned_base(adapter, smollm2, tmp_path, prompt_ids, monke
     monkeypatch.setenv("LOGITMLP_HF_CACHE", str(tmp_path / "cache"))
     base, _ = smollm2
     torch.manual_seed(0)
-    lora = get_peft_model(load_embedded_model()[0], LoraConfig(r=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                                                               init_lora_weights=False, lora_alpha=32))
+    lora = get_peft_model(
+        load_embedded_model()[0],
+        LoraConfig(r=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False, lora_alpha=32),
+    )
     lora.save_pretrained(tmp_path / "adapter")
     peft_base = PeftModel.from_pretrained(load_embedded_model()[0], tmp_path / "adapter")
     head = LogitMLPForCausalLM.from_base_model(peft_base)
@@ -363,8 +396,11 @@ def test_head_on_a_lora_tuned_base(adapter, smollm2, tmp_path, prompt_ids, monke
     llm = load_vllm_engine(tmp_path / "head", adapter=adapter, dtype="float32", **in_process_engine())
     try:
         request = vllm_lora_request(tmp_path / "head") if adapter == "vllm" else None
-        out = llm.generate([{"prompt_token_ids": prompt_ids[1]}], SamplingParams(max_tokens=1, prompt_logprobs=5),
-                           lora_request=request)[0]
+        out = llm.generate(
+            [{"prompt_token_ids": prompt_ids[1]}],
+            SamplingParams(max_tokens=1, prompt_logprobs=5),
+            lora_request=request,
+        )[0]
     finally:
         shutdown(llm)
     warped, _ = teacher_forced(head.to(DEVICE), prompt_ids[1])
@@ -388,13 +424,29 @@ def test_training_rollouts_come_from_the_head_and_syncs_send_only_the_head(tmp_p
 
     os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # TRL's colocate mode sets up its own engine
     args = LogitMLPGRPOConfig(
-        output_dir=str(tmp_path / "run"), use_cpu=not ON_GPU, use_vllm=True, vllm_mode="colocate",
-        vllm_max_model_length=512, vllm_gpu_memory_utilization=0.3, num_generations=4, per_device_train_batch_size=8,
-        max_completion_length=16, max_steps=2, learning_rate=3e-2, logging_steps=1, report_to=[],
-        save_strategy="no", dynamic_sampling=False, seed=0,
+        output_dir=str(tmp_path / "run"),
+        use_cpu=not ON_GPU,
+        use_vllm=True,
+        vllm_mode="colocate",
+        vllm_max_model_length=512,
+        vllm_gpu_memory_utilization=0.3,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=16,
+        max_steps=2,
+        learning_rate=3e-2,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        dynamic_sampling=False,
+        seed=0,
     )
-    trainer = LogitMLPGRPOTrainer(EMBEDDED_MODEL_ID, MathVerifyReward(), args=args,
-                                  train_dataset=make_arithmetic_dataset(ArithmeticTaskConfig(n_problems=16)))
+    trainer = LogitMLPGRPOTrainer(
+        EMBEDDED_MODEL_ID,
+        MathVerifyReward(),
+        args=args,
+        train_dataset=make_arithmetic_dataset(ArithmeticTaskConfig(n_problems=16)),
+    )
     model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
     assert type(model).__name__ == "DecodingHeadLlamaForCausalLM"
     synced: list[list[str]] = []
@@ -417,8 +469,10 @@ def test_training_rollouts_come_from_the_head_and_syncs_send_only_the_head(tmp_p
         assert math.isclose(entry["sampling/importance_sampling_ratio/mean"], 1.0, abs_tol=1e-3)
     trainer.vllm_generation.sync_weights()
     for name, param in trainer.model.decoding_head.named_parameters():
-        torch.testing.assert_close(getattr(model.logitmlp_head, name.split(".")[0]).get_parameter(
-            name.split(".", 1)[1]).detach().cpu(), param.detach().cpu())
+        torch.testing.assert_close(
+            getattr(model.logitmlp_head, name.split(".")[0]).get_parameter(name.split(".", 1)[1]).detach().cpu(),
+            param.detach().cpu(),
+        )
 
 
 def test_plugin_registers_a_wrapper_for_every_architecture():
@@ -490,8 +544,10 @@ def test_heads_that_need_the_token_budget_are_refused(smollm2, tmp_path):
     model = DecodingAdapterForCausalLM.from_base_model(smollm2[0], budget_conditioning=True)
     model.save_pretrained(tmp_path / "adapter-head")
     # hand-written overrides (vllm_engine_args refuses this head before vLLM starts, see test_vllm_engine.py)
-    overrides = {"architectures": ["DecodingHeadLlamaForCausalLM"],
-                 HF_CONFIG_KEY: {"name_or_path": str(tmp_path / "adapter-head")}}
+    overrides = {
+        "architectures": ["DecodingHeadLlamaForCausalLM"],
+        HF_CONFIG_KEY: {"name_or_path": str(tmp_path / "adapter-head")},
+    }
     with pytest.raises(Exception) as caught:
         LLM(model=str(embedded_model_dir()), hf_overrides=overrides, dtype="float32", **in_process_engine())
     assert any("conditions on the token budget left" in str(e) for e in error_chain(caught.value))

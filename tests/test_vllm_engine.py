@@ -85,8 +85,10 @@ def test_lora_base_is_merged_once_or_left_to_vllm(tmp_path, base_dir, monkeypatc
     from peft import LoraConfig, PeftModel, get_peft_model
 
     monkeypatch.setenv("LOGITMLP_HF_CACHE", str(tmp_path / "cache"))
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     lora.save_pretrained(tmp_path / "adapter")
     base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), tmp_path / "adapter")
     head = LogitMLPForCausalLM.from_base_model(base)
@@ -123,8 +125,21 @@ def test_serve_command_line(head_dir, base_dir, capsys):
 
 
 def test_training_server_command_serves_a_fresh_head_with_trl_settings(base_dir, head_dir, capsys):
-    assert cli_main(["vllm-serve", "--dry-run", "--for-training", "--head-config", '{"head_hidden_size": 32}',
-                     str(base_dir), "--port", "8012"]) == 0
+    assert (
+        cli_main(
+            [
+                "vllm-serve",
+                "--dry-run",
+                "--for-training",
+                "--head-config",
+                '{"head_hidden_size": 32}',
+                str(base_dir),
+                "--port",
+                "8012",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.strip()
     assert printed.startswith("VLLM_SERVER_DEV_MODE=1 vllm serve ")
     for setting in ["--logprobs-mode processed_logprobs", "--weight-transfer-config", "--port 8012"]:
@@ -136,7 +151,11 @@ def test_training_server_command_serves_a_fresh_head_with_trl_settings(base_dir,
     inline = overrides[HF_CONFIG_KEY]["config"]
     assert overrides["architectures"] == ["DecodingHeadLlamaForCausalLM"]
     assert (inline["model_type"], inline["hidden_size"], inline["vocab_size"], inline["head_hidden_size"]) == (
-        "logitmlp", 48, 256, 32)
+        "logitmlp",
+        48,
+        256,
+        32,
+    )
 
     # a head repo as HEAD: the server loads its weights (the trainer then continues from them)
     assert cli_main(["vllm-serve", "--dry-run", "--for-training", str(head_dir)]) == 0
@@ -149,14 +168,27 @@ def test_training_server_check():
     plain = {"model_config": {"model": "base", "hf_overrides": {}}}
     with pytest.raises(ValueError, match="without a decoding head"):
         check_server_serves_head(plain, head)
-    served = {"model_config": {"model": "base", "hf_overrides": {
-        "architectures": ["DecodingHeadLlamaForCausalLM"], HF_CONFIG_KEY: {"config": head.to_diff_dict()}}}}
+    served = {
+        "model_config": {
+            "model": "base",
+            "hf_overrides": {
+                "architectures": ["DecodingHeadLlamaForCausalLM"],
+                HF_CONFIG_KEY: {"config": head.to_diff_dict()},
+            },
+        }
+    }
     check_server_serves_head(served, head)
     other = LogitMLPConfig(hidden_size=48, vocab_size=256, head_hidden_size=64)
     with pytest.raises(ValueError, match="head_hidden_size=32"):
         check_server_serves_head(served, other)
-    from_repo = {"model_config": {"hf_overrides": {"architectures": ["DecodingHeadLlamaForCausalLM"],
-                                                   HF_CONFIG_KEY: {"name_or_path": "user/head"}}}}
+    from_repo = {
+        "model_config": {
+            "hf_overrides": {
+                "architectures": ["DecodingHeadLlamaForCausalLM"],
+                HF_CONFIG_KEY: {"name_or_path": "user/head"},
+            }
+        }
+    }
     check_server_serves_head(from_repo, head)
 
 

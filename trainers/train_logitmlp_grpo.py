@@ -57,7 +57,8 @@ class ScriptArguments:
     )
     n_train_problems: int = field(default=309, metadata={"help": "Arithmetic: number of training problems."})
     n_validation_problems: int = field(
-        default=32, metadata={"help": "Arithmetic: problems held out for choosing T* (`logitmlp sweep --n-validation`)."}
+        default=32,
+        metadata={"help": "Arithmetic: problems held out for choosing T* (`logitmlp sweep --n-validation`)."},
     )
     n_test_problems: int = field(
         default=100, metadata={"help": "Arithmetic: problems held out for testing (`logitmlp eval --n-problems`)."}
@@ -74,8 +75,9 @@ def make_parser() -> TrlParser:
 def load_datasets(script_args: ScriptArguments, seed: int):
     """(train, eval or None) with columns ``prompt`` (conversational), ``answer`` and ``question``."""
     if script_args.dataset == "arithmetic":
-        task = ArithmeticTaskConfig(seed=seed, max_operand=script_args.arithmetic_max_operand,
-                                    n_operands=script_args.arithmetic_n_operands)
+        task = ArithmeticTaskConfig(
+            seed=seed, max_operand=script_args.arithmetic_max_operand, n_operands=script_args.arithmetic_n_operands
+        )
         # Never train on the problems `logitmlp eval` / `logitmlp sweep` report or select on (same seed, same sizes).
         train, _, _ = make_arithmetic_train_validation_test(
             task, script_args.n_train_problems, script_args.n_validation_problems, script_args.n_test_problems
@@ -83,7 +85,13 @@ def load_datasets(script_args: ScriptArguments, seed: int):
         return train, None
     fmt = script_args.dataset_format
     if fmt == "auto":
-        fmt = "gsm8k" if "gsm8k" in script_args.dataset.lower() else "math" if script_args.dataset.endswith(".jsonl") else "dapo"
+        fmt = (
+            "gsm8k"
+            if "gsm8k" in script_args.dataset.lower()
+            else "math"
+            if script_args.dataset.endswith(".jsonl")
+            else "dapo"
+        )
     kwargs = {"instruction": script_args.instruction} if script_args.instruction else {}
     if fmt == "math":
         return load_math_jsonl(script_args.dataset, **kwargs), None
@@ -103,8 +111,9 @@ def main(script_args: ScriptArguments, training_args: DecodingHeadGRPOConfig) ->
         model = script_args.model_name_or_path
     trainer = DecodingHeadGRPOTrainer(
         model=model,
-        reward_funcs=MathVerifyReward(answer_column=script_args.answer_column,
-                                      timeout_seconds=script_args.reward_timeout_seconds),
+        reward_funcs=MathVerifyReward(
+            answer_column=script_args.answer_column, timeout_seconds=script_args.reward_timeout_seconds
+        ),
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

@@ -504,8 +504,23 @@ def analyze_rollouts(
         empty = np.zeros(0, dtype=np.float32)
         empty_i = np.zeros(0, dtype=np.int64)
         empty_k = np.zeros((0, N_CANDIDATES), dtype=np.float32)
-        return TokenAnalysis(empty, empty, empty, empty, empty, empty, empty_i, empty_i, empty_i,
-                             empty_k.astype(np.int64), empty_k, empty_k, [], active_kl, rollouts)
+        return TokenAnalysis(
+            empty,
+            empty,
+            empty,
+            empty,
+            empty,
+            empty,
+            empty_i,
+            empty_i,
+            empty_i,
+            empty_k.astype(np.int64),
+            empty_k,
+            empty_k,
+            [],
+            active_kl,
+            rollouts,
+        )
     cat = {k: torch.cat(v) for k, v in pieces.items()}
     # Back to rollout order (batches were length-sorted), then position order within each rollout.
     perm = torch.from_numpy(np.lexsort((cat["position"].numpy(), cat["rollout"].numpy())))
@@ -529,7 +544,9 @@ def analyze_rollouts(
         words=words,
         active_kl=active_kl,
         rollouts=rollouts,
-        decisions={k.split("/", 1)[1]: v.numpy().astype(np.float32) for k, v in cat.items() if k.startswith("decision/")},
+        decisions={
+            k.split("/", 1)[1]: v.numpy().astype(np.float32) for k, v in cat.items() if k.startswith("decision/")
+        },
     )
 
 
@@ -557,8 +574,14 @@ def kl_concentration(
     n = kl.size
     result: dict[str, Any] = {"n_positions": int(n), "zero_threshold": zero_threshold}
     if n == 0:
-        return {**result, "total_kl": 0.0, "mean_kl": float("nan"), "fraction_below": float("nan"),
-                "top_share": {str(x): float("nan") for x in top_percents}, "percent_for_half": float("nan")}
+        return {
+            **result,
+            "total_kl": 0.0,
+            "mean_kl": float("nan"),
+            "fraction_below": float("nan"),
+            "top_share": {str(x): float("nan") for x in top_percents},
+            "percent_for_half": float("nan"),
+        }
     desc = np.sort(kl)[::-1]
     cumulative = np.cumsum(desc)
     total = float(cumulative[-1])
@@ -619,14 +642,16 @@ def kl_by_top1_bin(
         last = i == len(edges) - 2
         mask = (top1 >= lo) & ((top1 <= hi) if last else (top1 < hi))
         values = kl[mask]
-        bins.append({
-            "label": f"[{lo:g}, {hi:g}{']' if last else ')'}",
-            "lo": float(lo),
-            "hi": float(hi),
-            "count": int(mask.sum()),
-            "mean": float(values.mean()) if values.size else float("nan"),
-            "p95": float(np.percentile(values, 95)) if values.size else float("nan"),
-        })
+        bins.append(
+            {
+                "label": f"[{lo:g}, {hi:g}{']' if last else ')'}",
+                "lo": float(lo),
+                "hi": float(hi),
+                "count": int(mask.sum()),
+                "mean": float(values.mean()) if values.size else float("nan"),
+                "p95": float(np.percentile(values, 95)) if values.size else float("nan"),
+            }
+        )
     return bins
 
 
@@ -639,8 +664,14 @@ def effective_temperature_summary(t_star: np.ndarray | Sequence[float]) -> dict[
     t = np.asarray(t_star, dtype=np.float64)
     t = t[np.isfinite(t)]
     if t.size == 0:
-        return {"n_active": 0, "median": float("nan"), "q25": float("nan"), "q75": float("nan"),
-                "fraction_below_1": float("nan"), "fraction_above_1": float("nan")}
+        return {
+            "n_active": 0,
+            "median": float("nan"),
+            "q25": float("nan"),
+            "q75": float("nan"),
+            "fraction_below_1": float("nan"),
+            "fraction_above_1": float("nan"),
+        }
     q25, median, q75 = np.percentile(t, [25, 50, 75])
     return {
         "n_active": int(t.size),
@@ -656,9 +687,7 @@ def _decode(tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def top_kl_positions(
-    analysis: TokenAnalysis, tokenizer, n: int = 10, context_chars: int = 60
-) -> list[dict[str, Any]]:
+def top_kl_positions(analysis: TokenAnalysis, tokenizer, n: int = 10, context_chars: int = 60) -> list[dict[str, Any]]:
     """The ``n`` highest-KL positions with the top-6 candidates under base and warp, and the head's ``(s1, s2)``.
 
     Args:
@@ -681,23 +710,25 @@ def top_kl_positions(
         rollout = analysis.rollouts[r] if r < len(analysis.rollouts) else {}
         completion = rollout.get("completion_ids", [])
         context = _decode(tokenizer, completion[:p])[-context_chars:] if completion else ""
-        rows.append({
-            "rollout": r,
-            "problem_id": rollout.get("problem_id"),
-            "position": p,
-            "kl": float(analysis.kl[i]),
-            "s1": float(analysis.s1[i]),
-            "s2": float(analysis.s2[i]),
-            "b_rel": float(analysis.b_rel[i]),
-            "base_top1": float(analysis.base_top1[i]),
-            "t_star": float(analysis.t_star[i]),
-            "token": _decode(tokenizer, [int(analysis.token_id[i])]),
-            "context": context,
-            "candidates": [
-                {"token": _decode(tokenizer, [int(t)]), "base_prob": float(pb), "warp_prob": float(pw)}
-                for t, pb, pw in zip(analysis.top_ids[i], analysis.top_base_probs[i], analysis.top_warp_probs[i])
-            ],
-        })
+        rows.append(
+            {
+                "rollout": r,
+                "problem_id": rollout.get("problem_id"),
+                "position": p,
+                "kl": float(analysis.kl[i]),
+                "s1": float(analysis.s1[i]),
+                "s2": float(analysis.s2[i]),
+                "b_rel": float(analysis.b_rel[i]),
+                "base_top1": float(analysis.base_top1[i]),
+                "t_star": float(analysis.t_star[i]),
+                "token": _decode(tokenizer, [int(analysis.token_id[i])]),
+                "context": context,
+                "candidates": [
+                    {"token": _decode(tokenizer, [int(t)]), "base_prob": float(pb), "warp_prob": float(pw)}
+                    for t, pb, pw in zip(analysis.top_ids[i], analysis.top_base_probs[i], analysis.top_warp_probs[i])
+                ],
+            }
+        )
     return rows
 
 
@@ -763,18 +794,29 @@ def generate_arithmetic_rollouts(
         out = model.generate(
             input_ids=torch.tensor([prompt_ids], device=device).repeat(n_samples, 1),
             attention_mask=torch.ones(n_samples, len(prompt_ids), dtype=torch.long, device=device),
-            do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
         )
-        for sample, seq in enumerate(out[:, len(prompt_ids):].tolist()):
+        for sample, seq in enumerate(out[:, len(prompt_ids) :].tolist()):
             cut = next((i + 1 for i, t in enumerate(seq) if t in eos), len(seq))  # through the first EOS
             completion_ids = seq[:cut]
             completion = tokenizer.decode(completion_ids, skip_special_tokens=True)
             numbers = _NUMBER.findall(completion)
             answer = numbers[-1] if numbers else None
-            rollouts.append({
-                "problem_id": problem_id, "sample": sample, "policy": "head", "prompt_ids": prompt_ids,
-                "completion_ids": completion_ids, "completion": completion, "answer": answer,
-                "correct": answer is not None and float(answer) == a + b,
-            })
+            rollouts.append(
+                {
+                    "problem_id": problem_id,
+                    "sample": sample,
+                    "policy": "head",
+                    "prompt_ids": prompt_ids,
+                    "completion_ids": completion_ids,
+                    "completion": completion,
+                    "answer": answer,
+                    "correct": answer is not None and float(answer) == a + b,
+                }
+            )
     return rollouts

@@ -84,8 +84,15 @@ def plot_kl_sorted(kl: np.ndarray, path: str | Path, active_kl: float = 0.01, ze
     lines = [f"top {x}% of positions: {100 * s:.1f}% of KL" for x, s in conc["top_share"].items()]
     lines.append(f"half the KL on {conc['percent_for_half']:.3g}% of positions")
     lines.append(f"{100 * conc['fraction_below']:.1f}% of positions below {zero_threshold:g}")
-    ax.text(0.02, 0.03, "\n".join(lines), transform=ax.transAxes, fontsize=9, va="bottom",
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
+    ax.text(
+        0.02,
+        0.03,
+        "\n".join(lines),
+        transform=ax.transAxes,
+        fontsize=9,
+        va="bottom",
+        bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"},
+    )
     ax.legend(loc="upper right", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     return _save(fig, Path(path))
@@ -99,8 +106,9 @@ def plot_kl_by_bin(bins: Sequence[dict[str, Any]], path: str | Path) -> Path:
     p95 = np.array([b["p95"] for b in bins], dtype=np.float64)
     width = 0.4
     ax.bar(x - width / 2, np.nan_to_num(np.clip(mean, KL_FLOOR, None), nan=0.0), width, label="mean", color="C0")
-    ax.bar(x + width / 2, np.nan_to_num(np.clip(p95, KL_FLOOR, None), nan=0.0), width, label="95th percentile",
-           color="C1")
+    ax.bar(
+        x + width / 2, np.nan_to_num(np.clip(p95, KL_FLOOR, None), nan=0.0), width, label="95th percentile", color="C1"
+    )
     ax.set_yscale("log")
     top = np.nanmax(np.concatenate([mean, p95, [KL_FLOOR]]))
     for xi, b in zip(x, bins):
@@ -125,8 +133,15 @@ def plot_t_star_histogram(t_star: np.ndarray, path: str | Path, active_kl: float
         ax.hist(np.clip(t, T_MIN, T_MAX), bins=edges, color="C2", edgecolor="white")
         ax.axvline(float(np.median(t)), color="k", ls="--", lw=1, label=f"median {np.median(t):.3g}")
     else:
-        ax.text(0.5, 0.5, f"no active positions (KL > {active_kl:g})", ha="center", va="center",
-                transform=ax.transAxes, fontsize=12)
+        ax.text(
+            0.5,
+            0.5,
+            f"no active positions (KL > {active_kl:g})",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=12,
+        )
     ax.axvline(1.0, color="C3", lw=1, label="T = 1 (the base)")
     ax.set_xscale("log")
     ax.set_xlim(T_MIN, T_MAX)
@@ -143,8 +158,13 @@ def plot_lorenz(kl: np.ndarray, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.8))
     n = max(1, np.asarray(kl).size)
     ax.plot(np.clip(x, 1.0 / n / 2, None) * 100, share * 100, color="C4", lw=2, label="KL(warp ‖ base)")
-    ax.plot(np.geomspace(1.0 / n / 2, 1, 200) * 100, np.geomspace(1.0 / n / 2, 1, 200) * 100, color="grey", ls=":",
-            label="uniform (every position equal)")
+    ax.plot(
+        np.geomspace(1.0 / n / 2, 1, 200) * 100,
+        np.geomspace(1.0 / n / 2, 1, 200) * 100,
+        color="grey",
+        ls=":",
+        label="uniform (every position equal)",
+    )
     ax.axhline(50, color="grey", lw=0.8, alpha=0.5)
     ax.set_xscale("log")
     ax.set_xlim(100.0 / n / 2, 100)
@@ -175,9 +195,12 @@ def plot_word_cloud(
     n_cols = max(1, min(6, math.ceil(math.sqrt(len(words) * 1.6))))
     n_rows = math.ceil(len(words) / n_cols)
     # Cells ordered by distance from the centre, so the big words sit together in the middle.
-    cells = sorted(((r, c) for r in range(n_rows) for c in range(n_cols)),
-                   key=lambda rc: ((rc[0] - (n_rows - 1) / 2) / max(n_rows, 1)) ** 2
-                   + ((rc[1] - (n_cols - 1) / 2) / max(n_cols, 1)) ** 2)
+    cells = sorted(
+        ((r, c) for r in range(n_rows) for c in range(n_cols)),
+        key=lambda rc: (
+            ((rc[0] - (n_rows - 1) / 2) / max(n_rows, 1)) ** 2 + ((rc[1] - (n_cols - 1) / 2) / max(n_cols, 1)) ** 2
+        ),
+    )
     fmax = max(w["count"] for w in words)
     cell_w_pt = 11 * 72 / n_cols * 0.92
     cell_h_pt = 6.0 * 72 / n_rows * 0.85
@@ -187,8 +210,16 @@ def plot_word_cloud(
         label = w["word"] if len(w["word"]) <= 24 else w["word"][:23] + "…"
         # ~0.6 em per character: shrink long words to their cell, and any word to the row height.
         size = min(size, cell_w_pt / (0.62 * max(1, len(label))), cell_h_pt)
-        ax.text((c + 0.5) / n_cols, 1 - (r + 0.5) / n_rows, label, ha="center", va="center", fontsize=size,
-                color=cmap(float(w.get("active_rate", 1.0))), fontweight="bold")
+        ax.text(
+            (c + 0.5) / n_cols,
+            1 - (r + 0.5) / n_rows,
+            label,
+            ha="center",
+            va="center",
+            fontsize=size,
+            color=cmap(float(w.get("active_rate", 1.0))),
+            fontweight="bold",
+        )
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0.0, 1.0))
     fig.colorbar(sm, ax=ax, fraction=0.025, pad=0.01, label="active rate of the word")
     return _save(fig, Path(path))
@@ -206,55 +237,110 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
     return str(x)
 
 
-def _blocks(analysis: TokenAnalysis, tokenizer, top_positions: int, top_words: int,
-            title: str, source: str | None) -> list[tuple]:
+def _blocks(
+    analysis: TokenAnalysis, tokenizer, top_positions: int, top_words: int, title: str, source: str | None
+) -> list[tuple]:
     """The report as renderer-neutral blocks: ("h1"|"h2"|"h3"|"p", text), ("table", header, rows), ("img", key, alt)."""
     summary = analysis.summary()
     conc = summary["concentration"]
     t_sum = summary["effective_temperature"]
     n_correct = sum(bool(r.get("correct")) for r in analysis.rollouts)
     blocks: list[tuple] = [("h1", title)]
-    blocks.append(("p", (f"Rollouts: {source}. " if source else "")
-                   + f"{summary['n_rollouts']:,} rollouts ({n_correct:,} marked correct), {summary['n_tokens']:,} "
-                   f"completion tokens teacher-forced through base + head. A position is *active* when "
-                   f"KL(warp‖base) > {analysis.active_kl:g} nats; {summary['n_active']:,} are."))
+    blocks.append(
+        (
+            "p",
+            (f"Rollouts: {source}. " if source else "")
+            + f"{summary['n_rollouts']:,} rollouts ({n_correct:,} marked correct), {summary['n_tokens']:,} "
+            f"completion tokens teacher-forced through base + head. A position is *active* when "
+            f"KL(warp‖base) > {analysis.active_kl:g} nats; {summary['n_active']:,} are.",
+        )
+    )
     blocks.append(("h2", "1. How concentrated is the head's action?"))
-    blocks.append(("p", f"Mean KL {_fmt(conc['mean_kl'])} nats per position. Half of the total KL sits on "
-                   f"{_fmt(conc['percent_for_half'])}% of positions; {_fmt(100 * conc['fraction_below'], '.1f')}% "
-                   f"of positions have KL below {conc['zero_threshold']:g}."))
-    blocks.append(("table", ["top % of positions", "share of total KL"],
-                   [[f"{x}%", f"{_fmt(100 * s, '.1f')}%"] for x, s in conc["top_share"].items()]))
+    blocks.append(
+        (
+            "p",
+            f"Mean KL {_fmt(conc['mean_kl'])} nats per position. Half of the total KL sits on "
+            f"{_fmt(conc['percent_for_half'])}% of positions; {_fmt(100 * conc['fraction_below'], '.1f')}% "
+            f"of positions have KL below {conc['zero_threshold']:g}.",
+        )
+    )
+    blocks.append(
+        (
+            "table",
+            ["top % of positions", "share of total KL"],
+            [[f"{x}%", f"{_fmt(100 * s, '.1f')}%"] for x, s in conc["top_share"].items()],
+        )
+    )
     blocks.append(("img", "kl_sorted", "KL per position, sorted"))
     blocks.append(("img", "lorenz", "Concentration curve"))
     blocks.append(("h2", "2. KL by base top-1 probability"))
-    blocks.append(("table", ["base top-1", "positions", "mean KL", "p95 KL"],
-                   [[b["label"], f"{b['count']:,}", _fmt(b["mean"]), _fmt(b["p95"])] for b in summary["kl_by_top1_bin"]]))
+    blocks.append(
+        (
+            "table",
+            ["base top-1", "positions", "mean KL", "p95 KL"],
+            [[b["label"], f"{b['count']:,}", _fmt(b["mean"]), _fmt(b["p95"])] for b in summary["kl_by_top1_bin"]],
+        )
+    )
     blocks.append(("img", "kl_by_bin", "KL by base top-1 bin"))
     blocks.append(("h2", "3. Effective per-token temperature T*"))
-    blocks.append(("p", "At each active position, T* is the single temperature whose tempered base distribution "
-                   "softmax(ℓ/T) is closest in KL to the warp (searched over [0.05, 20]). "
-                   f"{t_sum['n_active']:,} active positions: median {_fmt(t_sum['median'])}, quartiles "
-                   f"{_fmt(t_sum['q25'])}–{_fmt(t_sum['q75'])}; {_fmt(100 * t_sum['fraction_below_1'], '.1f')}% "
-                   f"cool (T* < 1), {_fmt(100 * t_sum['fraction_above_1'], '.1f')}% heat (T* > 1)."))
+    blocks.append(
+        (
+            "p",
+            "At each active position, T* is the single temperature whose tempered base distribution "
+            "softmax(ℓ/T) is closest in KL to the warp (searched over [0.05, 20]). "
+            f"{t_sum['n_active']:,} active positions: median {_fmt(t_sum['median'])}, quartiles "
+            f"{_fmt(t_sum['q25'])}–{_fmt(t_sum['q75'])}; {_fmt(100 * t_sum['fraction_below_1'], '.1f')}% "
+            f"cool (T* < 1), {_fmt(100 * t_sum['fraction_above_1'], '.1f')}% heat (T* > 1).",
+        )
+    )
     blocks.append(("img", "t_star", "Histogram of T*"))
     blocks.append(("h2", f"4. Top-6 candidates at the {top_positions} highest-KL positions"))
-    blocks.append(("p", "The warp is strictly increasing, so base and warp rank the candidates identically; what "
-                   "changes is how the probability is spread. b is given as (max ℓ − b)/std ℓ. "
-                   "Tokens: ␣ = space, ↵ = newline."))
+    blocks.append(
+        (
+            "p",
+            "The warp is strictly increasing, so base and warp rank the candidates identically; what "
+            "changes is how the probability is spread. b is given as (max ℓ − b)/std ℓ. "
+            "Tokens: ␣ = space, ↵ = newline.",
+        )
+    )
     for rank, row in enumerate(top_kl_positions(analysis, tokenizer, n=top_positions), 1):
-        blocks.append(("h3", f"#{rank}: rollout {row['rollout']} (problem {row['problem_id']}), token {row['position']}"
-                       f" — KL {_fmt(row['kl'])}, s1 = {row['s1']:.3f}, s2 = {row['s2']:.3f}, "
-                       f"b = max − {row['b_rel']:.2f}σ, base top-1 {row['base_top1']:.3f}, T* = {_fmt(row['t_star'])}"))
+        blocks.append(
+            (
+                "h3",
+                f"#{rank}: rollout {row['rollout']} (problem {row['problem_id']}), token {row['position']}"
+                f" — KL {_fmt(row['kl'])}, s1 = {row['s1']:.3f}, s2 = {row['s2']:.3f}, "
+                f"b = max − {row['b_rel']:.2f}σ, base top-1 {row['base_top1']:.3f}, T* = {_fmt(row['t_star'])}",
+            )
+        )
         blocks.append(("p", f"…{_show_token(row['context'])} ⟶ sampled {_show_token(row['token'])}"))
-        blocks.append(("table", ["candidate", "base p", "warp p", "change"],
-                       [[_show_token(c["token"]), f"{c['base_prob']:.4f}", f"{c['warp_prob']:.4f}",
-                         f"{c['warp_prob'] - c['base_prob']:+.4f}"] for c in row["candidates"]]))
+        blocks.append(
+            (
+                "table",
+                ["candidate", "base p", "warp p", "change"],
+                [
+                    [
+                        _show_token(c["token"]),
+                        f"{c['base_prob']:.4f}",
+                        f"{c['warp_prob']:.4f}",
+                        f"{c['warp_prob'] - c['base_prob']:+.4f}",
+                    ]
+                    for c in row["candidates"]
+                ],
+            )
+        )
     blocks.append(("h2", "5. Words right after active positions"))
     words = following_words(analysis.words, analysis.active, top=top_words)
     blocks.append(("img", "words", "Words after active positions"))
-    blocks.append(("table", ["word", "count", "share of active", "active rate"],
-                   [[_show_token(w["word"]), str(w["count"]), f"{100 * w['share']:.1f}%",
-                     f"{100 * w['active_rate']:.1f}%"] for w in words]))
+    blocks.append(
+        (
+            "table",
+            ["word", "count", "share of active", "active rate"],
+            [
+                [_show_token(w["word"]), str(w["count"]), f"{100 * w['share']:.1f}%", f"{100 * w['active_rate']:.1f}%"]
+                for w in words
+            ],
+        )
+    )
     return blocks
 
 
@@ -293,8 +379,11 @@ h3 { font-size: 1.0em; margin-top: 1.6em; }
 
 
 def _render_html(blocks: list[tuple], image_paths: dict[str, Path]) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(blocks[0][1])}</title><style>{_CSS}</style></head><body>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(blocks[0][1])}</title><style>{_CSS}</style></head><body>",
+    ]
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2", "h3", "p"):
@@ -368,7 +457,8 @@ def write_report(
     summary = analysis.summary()
     summary["top_positions"] = top_kl_positions(analysis, tokenizer, n=top_positions)
     summary["following_words"] = words
-    (output_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, ensure_ascii=False),
-                                             encoding="utf-8")
+    (output_dir / "summary.json").write_text(
+        json.dumps(_json_safe(summary), indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     logger.info("wrote %s, report.html and %d plots to %s", md_path.name, len(paths), output_dir)
     return md_path

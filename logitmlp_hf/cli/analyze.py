@@ -39,28 +39,47 @@ Example:
 class AnalyzeCommand(Command):
     def __init__(self) -> None:
         super().__init__(
-            "analyze", "per-token analysis of a head on saved rollouts: KL, T*, top-6, following words; report",
+            "analyze",
+            "per-token analysis of a head on saved rollouts: KL, T*, top-6, following words; report",
             DESCRIPTION,
         )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--head", default=None,
-                            help="head repo (dir or Hub id); default: a fresh head with --init-std (for a dry run)")
-        parser.add_argument("--head-type", default="logitmlp", choices=registered_head_types(per_token=True),
-                            help="type of the fresh head (only without --head)")
-        parser.add_argument("--rollouts", type=Path, default=None,
-                            help="rollouts.jsonl (from `logitmlp eval --save-rollouts`); default: sample a small "
-                            "arithmetic set from the head on the base first")
+        parser.add_argument(
+            "--head",
+            default=None,
+            help="head repo (dir or Hub id); default: a fresh head with --init-std (for a dry run)",
+        )
+        parser.add_argument(
+            "--head-type",
+            default="logitmlp",
+            choices=registered_head_types(per_token=True),
+            help="type of the fresh head (only without --head)",
+        )
+        parser.add_argument(
+            "--rollouts",
+            type=Path,
+            default=None,
+            help="rollouts.jsonl (from `logitmlp eval --save-rollouts`); default: sample a small "
+            "arithmetic set from the head on the base first",
+        )
         parser.add_argument("--output-dir", type=Path, default=Path("outputs/analysis"), help="where the report goes")
-        add_model_options(parser, base_help="base model id or path (default: the head's base, or the embedded "
-                                            "SmolLM2 offline)")
+        add_model_options(
+            parser, base_help="base model id or path (default: the head's base, or the embedded SmolLM2 offline)"
+        )
         parser.add_argument("--max-rollouts", type=int, default=None, help="analyse only the first N rollouts")
         parser.add_argument("--batch-size", type=int, default=16, help="rollouts per teacher-forced forward pass")
         parser.add_argument("--active-kl", type=float, default=0.01, help="KL above which a position is 'active'")
-        parser.add_argument("--top-positions", type=int, default=12, help="highest-KL positions in the candidates table")
+        parser.add_argument(
+            "--top-positions", type=int, default=12, help="highest-KL positions in the candidates table"
+        )
         parser.add_argument("--top-words", type=int, default=60, help="words in the following-words table and plot")
-        parser.add_argument("--init-std", type=float, default=0.05,
-                            help="output-layer std of a fresh LogitMLP head (only without --head)")
+        parser.add_argument(
+            "--init-std",
+            type=float,
+            default=0.05,
+            help="output-layer std of a fresh LogitMLP head (only without --head)",
+        )
         parser.add_argument("--n-problems", type=int, default=8, help="generated rollouts: arithmetic problems")
         parser.add_argument("--n-samples", type=int, default=4, help="generated rollouts: samples per problem")
         parser.add_argument("--max-new-tokens", type=int, default=96, help="generated rollouts: completion length")
@@ -93,10 +112,13 @@ class AnalyzeCommand(Command):
             rollouts = load_rollouts(args.rollouts, limit=args.max_rollouts)
             source = str(args.rollouts)
         else:
-            print(f"No --rollouts: sampling {args.n_problems}x{args.n_samples} arithmetic rollouts from the head ...",
-                  flush=True)
-            rollouts = generate_arithmetic_rollouts(model, tokenizer, args.n_problems, args.n_samples,
-                                                    args.max_new_tokens, args.seed)
+            print(
+                f"No --rollouts: sampling {args.n_problems}x{args.n_samples} arithmetic rollouts from the head ...",
+                flush=True,
+            )
+            rollouts = generate_arithmetic_rollouts(
+                model, tokenizer, args.n_problems, args.n_samples, args.max_new_tokens, args.seed
+            )
             if args.max_rollouts is not None:
                 rollouts = rollouts[: args.max_rollouts]
             path = output_dir / "rollouts.jsonl"
@@ -107,13 +129,20 @@ class AnalyzeCommand(Command):
         print(f"Teacher-forcing {len(rollouts)} rollouts ...", flush=True)
         analysis = analyze_rollouts(model, tokenizer, rollouts, batch_size=args.batch_size, active_kl=args.active_kl)
         report = write_report(
-            analysis, tokenizer, output_dir, top_positions=args.top_positions, top_words=args.top_words,
-            title=f"Decoding-head analysis: {args.head or 'fresh head'}", source=source,
+            analysis,
+            tokenizer,
+            output_dir,
+            top_positions=args.top_positions,
+            top_words=args.top_words,
+            title=f"Decoding-head analysis: {args.head or 'fresh head'}",
+            source=source,
         )
         summary = analysis.summary()
         conc = summary["concentration"]
-        print(f"{summary['n_tokens']} completion tokens, {summary['n_active']} active (KL > {args.active_kl:g}); "
-              f"mean KL {conc['mean_kl']:.3g} nats; {100 * conc['fraction_below']:.1f}% of positions below "
-              f"{conc['zero_threshold']:g}; half the KL on {conc['percent_for_half']:.3g}% of positions")
+        print(
+            f"{summary['n_tokens']} completion tokens, {summary['n_active']} active (KL > {args.active_kl:g}); "
+            f"mean KL {conc['mean_kl']:.3g} nats; {100 * conc['fraction_below']:.1f}% of positions below "
+            f"{conc['zero_threshold']:g}; half the KL on {conc['percent_for_half']:.3g}% of positions"
+        )
         print(f"Report: {report} (and {report.with_suffix('.html')})")
         return 0

@@ -76,7 +76,8 @@ def analyse_sequence(
 class DemoCommand(Command):
     def __init__(self) -> None:
         super().__init__(
-            "demo", "a head on the embedded SmolLM2: base vs warped samples and per-token (s1, s2, b)",
+            "demo",
+            "a head on the embedded SmolLM2: base vs warped samples and per-token (s1, s2, b)",
             "For each prompt, samples from the base and from the head with the same seed, then shows the generated\n"
             "positions where the head changes the distribution most (KL(warp || base)) with its (s1, s2, b) there.\n"
             "The head is written to --output-dir as a head-only repo.",
@@ -85,7 +86,9 @@ class DemoCommand(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--head", default=None, help="head repo (dir or Hub id) to load; default: a fresh head")
         parser.add_argument(
-            "--init-std", type=float, default=None,
+            "--init-std",
+            type=float,
+            default=None,
             help="std of a fresh head's output layer (default: the config's 2.5e-4, i.e. near identity; "
             "e.g. 0.05 shows a visibly active untrained head)",
         )
@@ -93,8 +96,9 @@ class DemoCommand(Command):
         parser.add_argument("--max-new-tokens", type=int, default=40, help="completion length limit")
         parser.add_argument("--top-positions", type=int, default=4, help="positions to show per prompt")
         parser.add_argument("--seed", type=int, default=0, help="sampling seed (the same for base and head)")
-        parser.add_argument("--output-dir", type=Path, default=Path("outputs/demo-head"),
-                            help="where the head repo is written")
+        parser.add_argument(
+            "--output-dir", type=Path, default=Path("outputs/demo-head"), help="where the head repo is written"
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         print("Loading the embedded SmolLM2-135M-Instruct (first run converts it from GGUF, ~15 s) ...", flush=True)
@@ -102,7 +106,9 @@ class DemoCommand(Command):
         if args.head:
             model = load_decoding_head_model(args.head, base_model=base)
             if not hasattr(model.config, "slope_bound"):
-                raise SystemExit(f"{args.head} is a {model.config.model_type!r} head; the demo shows LogitMLP heads' (s1, s2, b)")
+                raise SystemExit(
+                    f"{args.head} is a {model.config.model_type!r} head; the demo shows LogitMLP heads' (s1, s2, b)"
+                )
             origin = f"head loaded from {args.head}"
         else:
             torch.manual_seed(args.seed)
@@ -115,25 +121,34 @@ class DemoCommand(Command):
 
         pad = tokenizer.pad_token_id
         for prompt in args.prompts:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                 add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
             inputs = tokenizer(text, return_tensors="pt")
             prompt_len = inputs["input_ids"].shape[1]
             with model.disable_head():
                 base_seq = _sample(model, inputs, args.seed, args.max_new_tokens, pad)[0]
             warp_seq = _sample(model, inputs, args.seed, args.max_new_tokens, pad)[0]
             print(f"=== {prompt}")
-            print(f"  base   (T=1, seed {args.seed}): {tokenizer.decode(base_seq[prompt_len:], skip_special_tokens=True)!r}")
-            print(f"  warped (T=1, seed {args.seed}): {tokenizer.decode(warp_seq[prompt_len:], skip_special_tokens=True)!r}")
+            print(
+                f"  base   (T=1, seed {args.seed}): {tokenizer.decode(base_seq[prompt_len:], skip_special_tokens=True)!r}"
+            )
+            print(
+                f"  warped (T=1, seed {args.seed}): {tokenizer.decode(warp_seq[prompt_len:], skip_special_tokens=True)!r}"
+            )
             reports, mean_kl = analyse_sequence(model, tokenizer, warp_seq, prompt_len, args.top_positions)
             print(f"  mean KL(warp‖base) over the warped sample: {mean_kl:.2e} nats; most-changed positions:")
             print(f"  {'pos':>4} {'token':>12} {'KL':>9} {'s1':>6} {'s2':>6} {'max-b':>6} {'base p1':>8}")
             for r in reports:
-                print(f"  {r.position:>4} {r.token!r:>12} {r.kl:>9.2e} {r.s1:>6.3f} {r.s2:>6.3f} "
-                      f"{r.b_below_max:>6.2f} {r.base_top1:>8.3f}")
+                print(
+                    f"  {r.position:>4} {r.token!r:>12} {r.kl:>9.2e} {r.s1:>6.3f} {r.s2:>6.3f} "
+                    f"{r.b_below_max:>6.2f} {r.base_top1:>8.3f}"
+                )
             print()
         model.save_pretrained(args.output_dir)
         size = sum(f.stat().st_size for f in Path(args.output_dir).iterdir())
-        print(f"Head repo written to {args.output_dir} ({size / 1e6:.2f} MB: config.json, logitmlp_head.safetensors, "
-              f"README.md). Load it with AutoModelForCausalLM.from_pretrained({str(args.output_dir)!r}).")
+        print(
+            f"Head repo written to {args.output_dir} ({size / 1e6:.2f} MB: config.json, logitmlp_head.safetensors, "
+            f"README.md). Load it with AutoModelForCausalLM.from_pretrained({str(args.output_dir)!r})."
+        )
         return 0

@@ -30,13 +30,20 @@ Example:
 class EvalCommand(Command):
     def __init__(self) -> None:
         super().__init__(
-            "eval", "n samples per problem from decoding policies (temperature, heads, baselines): Table-1 metrics",
+            "eval",
+            "n samples per problem from decoding policies (temperature, heads, baselines): Table-1 metrics",
             DESCRIPTION,
         )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--policy", action="append", dest="policies", default=None, metavar="SPEC",
-                            help="decoding policy, repeatable (see above; default: temperature:1.0)")
+        parser.add_argument(
+            "--policy",
+            action="append",
+            dest="policies",
+            default=None,
+            metavar="SPEC",
+            help="decoding policy, repeatable (see above; default: temperature:1.0)",
+        )
         add_evaluation_options(parser)
         parser.add_argument("--output-dir", type=Path, default=Path("outputs/eval"), help="where results go")
         parser.add_argument("--save-rollouts", action="store_true", help="also write rollouts.jsonl")
@@ -46,18 +53,31 @@ class EvalCommand(Command):
         print(f"Loading {args.base_model or 'the embedded SmolLM2-135M-Instruct'} ...", flush=True)
         model, tokenizer = load_base(args.base_model, args.dtype, args.device)
         dataset = dataset_from_args(args)
-        print(f"{len(dataset)} problems from {args.dataset}, {args.n_samples} samples each, "
-              f"{len(policies)} policies", flush=True)
+        print(
+            f"{len(dataset)} problems from {args.dataset}, {args.n_samples} samples each, {len(policies)} policies",
+            flush=True,
+        )
         output_dir = Path(args.output_dir)
         results = evaluate(
-            model, tokenizer, dataset, policies, n_samples=args.n_samples, batch_size=args.batch_size,
-            seed=args.seed, max_new_tokens=args.max_new_tokens, n_resamples=args.n_resamples,
-            no_answer=args.no_answer, rollouts_path=output_dir / "rollouts.jsonl" if args.save_rollouts else None,
-            results_path=output_dir / "results.json", progress=sys.stderr.isatty(),
+            model,
+            tokenizer,
+            dataset,
+            policies,
+            n_samples=args.n_samples,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+            n_resamples=args.n_resamples,
+            no_answer=args.no_answer,
+            rollouts_path=output_dir / "rollouts.jsonl" if args.save_rollouts else None,
+            results_path=output_dir / "results.json",
+            progress=sys.stderr.isatty(),
             config={"dataset": args.dataset, "command": "eval"},
         )
         print()
         print(results.format_table())
-        print(f"\nResults written to {output_dir / 'results.json'}"
-              + (f" and {output_dir / 'rollouts.jsonl'}" if args.save_rollouts else ""))
+        print(
+            f"\nResults written to {output_dir / 'results.json'}"
+            + (f" and {output_dir / 'rollouts.jsonl'}" if args.save_rollouts else "")
+        )
         return 0

@@ -23,8 +23,9 @@ def get_commands() -> list[Command]:
 
 
 def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="logitmlp", description="Learned decoding heads for transformers models.",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="logitmlp", description="Learned decoding heads for transformers models.", allow_abbrev=False
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show info-level logs")
     subparsers = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
     for command in commands:
@@ -41,4 +42,3 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the commands' own output
     return args.command.run(args)
-

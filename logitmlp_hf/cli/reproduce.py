@@ -26,7 +26,6 @@ Examples:
 """
 
 
-
 def field_help() -> dict[str, str]:
     """Each :class:`ReproduceConfig` field's help, from its docstring (``name (`type`): text``), in plain text."""
     helps: dict[str, str] = {}
@@ -52,8 +51,11 @@ class ReproduceCommand(Command):
         )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--quick", action="store_true",
-                            help="a few-minute smoke run of every stage (tiny problem sets, 2 steps); measures nothing")
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help="a few-minute smoke run of every stage (tiny problem sets, 2 steps); measures nothing",
+        )
         parser.add_argument("--overwrite", action="store_true", help="delete --output-dir first instead of resuming")
         helps = field_help()
         for f in dataclasses.fields(ReproduceConfig):
@@ -62,22 +64,31 @@ class ReproduceCommand(Command):
             if f.type in ("bool", bool):
                 parser.add_argument(flag, action="store_true", default=None, help=help_text)
             elif f.name == "temperatures":
-                parser.add_argument(flag, type=float, nargs="+", default=None,
-                                    help=f"{help_text} (default: {' '.join(map(str, f.default))})")
+                parser.add_argument(
+                    flag,
+                    type=float,
+                    nargs="+",
+                    default=None,
+                    help=f"{help_text} (default: {' '.join(map(str, f.default))})",
+                )
             else:
                 kind = {"int": int, "float": float, "str": str}[str(f.type)]
                 parser.add_argument(flag, type=kind, default=None, help=f"{help_text} (default: {f.default})")
 
     @staticmethod
     def config_from_args(args: argparse.Namespace) -> ReproduceConfig:
-        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ReproduceConfig)
-                     if getattr(args, f.name, None) is not None}
+        overrides = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(ReproduceConfig)
+            if getattr(args, f.name, None) is not None
+        }
         return ReproduceConfig.quick(**overrides) if args.quick else ReproduceConfig(**overrides)
 
     def run(self, args: argparse.Namespace) -> int:
         config = self.config_from_args(args)
         command = "logitmlp " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "logitmlp reproduce"
-        report = reproduce(config, overwrite=args.overwrite, command=command,
-                           on_stage=lambda line: print(line, flush=True))
+        report = reproduce(
+            config, overwrite=args.overwrite, command=command, on_stage=lambda line: print(line, flush=True)
+        )
         print(report.with_suffix(".txt").read_text(encoding="utf-8"))
         return 0

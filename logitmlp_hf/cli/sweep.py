@@ -26,21 +26,38 @@ Example:
 class SweepCommand(Command):
     def __init__(self) -> None:
         super().__init__(
-            "sweep", "GLOBAL-T*: best fixed temperature on validation, reported on test, with the Pareto plot",
+            "sweep",
+            "GLOBAL-T*: best fixed temperature on validation, reported on test, with the Pareto plot",
             DESCRIPTION,
         )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0, 1.2],
-                            help="the temperature grid")
-        parser.add_argument("--select-by", choices=SELECTION_METRICS, default="mean_accuracy",
-                            help="validation metric that picks T*")
-        parser.add_argument("--n-validation", type=int, default=50,
-                            help="validation problems (held out before the test problems)")
-        parser.add_argument("--head", action="append", default=[], dest="heads", metavar="HEAD",
-                            help="head repo (dir or Hub id) evaluated on test and drawn as a marker; repeatable")
-        parser.add_argument("--sweep-on-test", action="store_true",
-                            help="also run every temperature on test, so the plot compares heads on the same problems")
+        parser.add_argument(
+            "--temperatures",
+            type=float,
+            nargs="+",
+            default=[0.2, 0.4, 0.6, 0.8, 1.0, 1.2],
+            help="the temperature grid",
+        )
+        parser.add_argument(
+            "--select-by", choices=SELECTION_METRICS, default="mean_accuracy", help="validation metric that picks T*"
+        )
+        parser.add_argument(
+            "--n-validation", type=int, default=50, help="validation problems (held out before the test problems)"
+        )
+        parser.add_argument(
+            "--head",
+            action="append",
+            default=[],
+            dest="heads",
+            metavar="HEAD",
+            help="head repo (dir or Hub id) evaluated on test and drawn as a marker; repeatable",
+        )
+        parser.add_argument(
+            "--sweep-on-test",
+            action="store_true",
+            help="also run every temperature on test, so the plot compares heads on the same problems",
+        )
         add_evaluation_options(parser)
         parser.add_argument("--output-dir", type=Path, default=Path("outputs/sweep"), help="where results go")
 
@@ -51,15 +68,33 @@ class SweepCommand(Command):
         test = dataset_from_args(args, split="test", n_validation=args.n_validation)
         if len(validation) == 0:
             raise SystemExit("the validation split is empty: pass --n-validation > 0")
-        common = dict(n_samples=args.n_samples, batch_size=args.batch_size, seed=args.seed,
-                      max_new_tokens=args.max_new_tokens, n_resamples=args.n_resamples, no_answer=args.no_answer,
-                      progress=False, config={"dataset": args.dataset, "command": "sweep"})
-        print(f"Sweeping T in {args.temperatures} on {len(validation)} validation problems "
-              f"({args.n_samples} samples each) ...", flush=True)
+        common = dict(
+            n_samples=args.n_samples,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+            n_resamples=args.n_resamples,
+            no_answer=args.no_answer,
+            progress=False,
+            config={"dataset": args.dataset, "command": "sweep"},
+        )
+        print(
+            f"Sweeping T in {args.temperatures} on {len(validation)} validation problems "
+            f"({args.n_samples} samples each) ...",
+            flush=True,
+        )
         # Heads are plotted against the sweep, so both must be measured on the same (test) problems.
         sweep_on_test = args.sweep_on_test or bool(args.heads)
-        sweep = global_temperature_sweep(model, tokenizer, validation, test, args.temperatures,
-                                         selection_metric=args.select_by, sweep_on_test=sweep_on_test, **common)
+        sweep = global_temperature_sweep(
+            model,
+            tokenizer,
+            validation,
+            test,
+            args.temperatures,
+            selection_metric=args.select_by,
+            sweep_on_test=sweep_on_test,
+            **common,
+        )
         if args.heads:
             heads = [DecodingPolicy(name=f"head:{h}", kind="head", head=h) for h in args.heads]
             head_results = evaluate(model, tokenizer, test, heads, **common)

@@ -41,8 +41,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``vllm serve`` arguments (what follows ``serve``) and the environment to run the server in."""
     env = dict(os.environ)
     if not args.for_training:
-        command = vllm_serve_command(args.head, args.base_model, revision=args.revision, adapter=args.adapter,
-                                     extra_args=args.vllm_args)
+        command = vllm_serve_command(
+            args.head, args.base_model, revision=args.revision, adapter=args.adapter, extra_args=args.vllm_args
+        )
         return command[2:], env
     from trl.scripts.vllm_serve import ScriptArguments
     from trl.scripts.vllm_serve import build_command as trl_build_command
@@ -50,7 +51,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     model, extra = _training_target(args)
     command = trl_build_command(ScriptArguments(model=model), extra_args=[*extra, *args.vllm_args])
     env["VLLM_SERVER_DEV_MODE"] = "1"  # TRL's weight-update and prefix-cache endpoints live behind it
-    return command[command.index("serve") + 1:], env
+    return command[command.index("serve") + 1 :], env
 
 
 def _training_target(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -74,19 +75,33 @@ class VllmServeCommand(Command):
         )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("head", metavar="HEAD", help="head repo (Hub id or directory); with --for-training also a base")
+        parser.add_argument(
+            "head", metavar="HEAD", help="head repo (Hub id or directory); with --for-training also a base"
+        )
         parser.add_argument("vllm_args", nargs=argparse.REMAINDER, help="options passed on to `vllm serve`")
         parser.add_argument("--base-model", help="serve the head on this model instead of the base its config names")
         parser.add_argument("--revision", help="revision of the head repo (default: the newest)")
-        parser.add_argument("--adapter", choices=ADAPTER_MODES, default="merge",
-                            help="a head trained on a LoRA adapter: merge it into the base (default) or use vLLM's LoRA")
-        parser.add_argument("--for-training", action="store_true",
-                            help="add the settings DecodingHeadGRPOTrainer's vllm_mode='server' needs")
-        parser.add_argument("--head-type", default="logitmlp", choices=registered_head_types(trainable=True),
-                            help="with --for-training and a plain base as HEAD: the type of the fresh head")
-        parser.add_argument("--head-config", default="{}", help="with --for-training and a base: extra head config, JSON")
+        parser.add_argument(
+            "--adapter",
+            choices=ADAPTER_MODES,
+            default="merge",
+            help="a head trained on a LoRA adapter: merge it into the base (default) or use vLLM's LoRA",
+        )
+        parser.add_argument(
+            "--for-training",
+            action="store_true",
+            help="add the settings DecodingHeadGRPOTrainer's vllm_mode='server' needs",
+        )
+        parser.add_argument(
+            "--head-type",
+            default="logitmlp",
+            choices=registered_head_types(trainable=True),
+            help="with --for-training and a plain base as HEAD: the type of the fresh head",
+        )
+        parser.add_argument(
+            "--head-config", default="{}", help="with --for-training and a base: extra head config, JSON"
+        )
         parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
-
 
     def run(self, args: argparse.Namespace) -> int:
         serve_args, env = build_command(args)

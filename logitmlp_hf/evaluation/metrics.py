@@ -345,8 +345,16 @@ def compute_metrics(
 
     metrics = {key: summarise(values, mean) for key, values in table.items()}
     metrics["accuracy_std_across_problems"] = summarise(table["mean_accuracy"], std)
-    order = ["best@k", "mean_accuracy", "worst@k", "answer_entropy", "uniq/k", "accuracy_std",
-             "accuracy_std_across_problems", "maj@k"]
+    order = [
+        "best@k",
+        "mean_accuracy",
+        "worst@k",
+        "answer_entropy",
+        "uniq/k",
+        "accuracy_std",
+        "accuracy_std_across_problems",
+        "maj@k",
+    ]
     ordered = {key: metrics.pop(key) for key in order if key in metrics}
     ordered.update(metrics)  # pass@1 … pass@k, in order
     return ordered
@@ -385,6 +393,7 @@ def paired_difference(
     if metric not in a or metric not in b:
         raise KeyError(f"metric {metric!r} is not available for both policies (diversity metrics need answers)")
     if a[metric].shape != b[metric].shape:
-        raise ValueError(f"the two policies were evaluated on different numbers of problems: "
-                         f"{a[metric].size} vs {b[metric].size}")
+        raise ValueError(
+            f"the two policies were evaluated on different numbers of problems: {a[metric].size} vs {b[metric].size}"
+        )
     return bootstrap_ci(a[metric] - b[metric], n_resamples=n_resamples, confidence=confidence, seed=seed)

@@ -134,7 +134,9 @@ def format_metrics_table(results: EvalResults, columns: Sequence[str] | None = N
     for name, result in results.policies.items():
         cells = [f"{result.metrics[c]:.3f}" if c in result.metrics else "-" for c in columns]
         lines.append(f"{name:<{name_width}}  " + "  ".join(f"{c:>{cell}}" for c in cells))
-    lines.append(f"(value [{100 * confidence:.0f}% bootstrap CI over {results.config.get('n_problems', '?')} problems])")
+    lines.append(
+        f"(value [{100 * confidence:.0f}% bootstrap CI over {results.config.get('n_problems', '?')} problems])"
+    )
     return "\n".join(lines)
 
 

@@ -342,27 +342,35 @@ def evaluate(
                 ]
                 grouped = group_equivalent_answers(answers, timeout_seconds=grading_timeout)
                 n_tokens += sum(len(c) for c in completions[pid])
-                problems.append({
-                    "problem_id": pid,
-                    "question": questions[pid],
-                    "reference": references[pid],
-                    "correct": correct,
-                    "answers": answers,
-                    "grouped_answers": grouped,
-                    "completion_tokens": [len(c) for c in samples],
-                })
+                problems.append(
+                    {
+                        "problem_id": pid,
+                        "question": questions[pid],
+                        "reference": references[pid],
+                        "correct": correct,
+                        "answers": answers,
+                        "grouped_answers": grouped,
+                        "completion_tokens": [len(c) for c in samples],
+                    }
+                )
                 if rollout_file is not None:
                     for s, (ids, text, answer, ok) in enumerate(zip(samples, texts, answers, correct)):
-                        rollout_file.write(json.dumps({
-                            "problem_id": pid,
-                            "sample": s,
-                            "policy": policy.name,
-                            "prompt_ids": prompt_ids[pid],
-                            "completion_ids": ids,
-                            "completion": text,
-                            "answer": answer,
-                            "correct": ok,
-                        }, ensure_ascii=False) + "\n")
+                        rollout_file.write(
+                            json.dumps(
+                                {
+                                    "problem_id": pid,
+                                    "sample": s,
+                                    "policy": policy.name,
+                                    "prompt_ids": prompt_ids[pid],
+                                    "completion_ids": ids,
+                                    "completion": text,
+                                    "answer": answer,
+                                    "correct": ok,
+                                },
+                                ensure_ascii=False,
+                            )
+                            + "\n"
+                        )
             metrics = compute_metrics(
                 [p["correct"] for p in problems],
                 [p["grouped_answers"] for p in problems],
@@ -376,7 +384,12 @@ def evaluate(
             )
             logger.info(
                 "%s: best@%d %.3f, mean acc %.3f (%.1f s generating, %d tokens)",
-                policy.name, n_samples, metrics["best@k"].value, metrics["mean_accuracy"].value, gen_seconds, n_tokens,
+                policy.name,
+                n_samples,
+                metrics["best@k"].value,
+                metrics["mean_accuracy"].value,
+                gen_seconds,
+                n_tokens,
             )
     finally:
         bar.close()

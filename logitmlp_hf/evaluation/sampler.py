@@ -17,7 +17,9 @@ from transformers import LogitsProcessor
 
 def sample_seed(seed: int, problem_id: int, sample: int) -> int:
     """The 63-bit seed of one sample's noise stream (a hash of the three numbers, not a simple sum)."""
-    return int(np.random.SeedSequence([seed, problem_id, sample]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([seed, problem_id, sample]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)
+    )
 
 
 class SeededGumbelSampler(LogitsProcessor):

@@ -196,9 +196,7 @@ def pareto_plot(
         source, split = (sweep_results.test, "test") if on_test else (sweep_results.validation, "validation")
         sweep = {t: source[temperature_policy(t).name] for t in sweep_results.temperatures}
     elif isinstance(sweep_results, EvalResults):
-        sweep = {
-            r.policy.temperature: r for r in sweep_results.policies.values() if r.policy.kind == "temperature"
-        }
+        sweep = {r.policy.temperature: r for r in sweep_results.policies.values() if r.policy.kind == "temperature"}
     else:
         sweep = dict(sweep_results)
     if not sweep:
@@ -216,8 +214,10 @@ def pareto_plot(
         fig = ax.figure
     # The base's sweep first (solid grey), then any other sweeps (dashed, coloured); styles are all that differ.
     lines = [("base", sweep, "-o", "0.45", (4, -10))]
-    lines += [(label, other, "--o", f"C{(i + 6) % 10}", (4, 4)) for i, (label, other) in
-              enumerate((other_sweeps or {}).items())]
+    lines += [
+        (label, other, "--o", f"C{(i + 6) % 10}", (4, 4))
+        for i, (label, other) in enumerate((other_sweeps or {}).items())
+    ]
     for label, results, style, color, text_offset in lines:
         temps = sorted(results)
         xs = [results[t].metrics["mean_accuracy"].value for t in temps]

@@ -177,7 +177,11 @@ class AutoDecoForCausalLM(DecodingHeadForCausalLM):
         return {"temperature": ones, "top_p": ones}
 
 
-register_decoding_head(AutoDecoForCausalLM, card_template="autodeco_head.md", card_title="An **AutoDeco head** (per-token temperature and top-p)")
+register_decoding_head(
+    AutoDecoForCausalLM,
+    card_template="autodeco_head.md",
+    card_title="An **AutoDeco head** (per-token temperature and top-p)",
+)
 
 
 __all__ = ["AutoDecoConfig", "AutoDecoForCausalLM", "AutoDecoHead"]

@@ -216,7 +216,12 @@ class DecodingHead(nn.Module):
             pieces.append(
                 checkpoint(
                     self._chunk_logprobs,
-                    flat_hidden[rows], flat_targets[rows], features.lse[rows], unembedding, float(temperature), names,
+                    flat_hidden[rows],
+                    flat_targets[rows],
+                    features.lse[rows],
+                    unembedding,
+                    float(temperature),
+                    names,
                     *chunk_decisions.values(),
                     use_reentrant=False,
                 )

@@ -75,8 +75,9 @@ class DecodingAdapterConfig(DecodingHeadConfig):
         """Part of `@strict` validation."""
         super().validate_architecture()
         if not self.action_temperatures or any(t < 0 for t in self.action_temperatures):
-            raise ValueError(f"action_temperatures must be a non-empty list of values >= 0, got "
-                             f"{self.action_temperatures}")
+            raise ValueError(
+                f"action_temperatures must be a non-empty list of values >= 0, got {self.action_temperatures}"
+            )
         if not 0.0 < self.confidence_mask <= 1.0:
             raise ValueError(f"confidence_mask must be in (0, 1], got {self.confidence_mask}")
         if self.entropy_coef < 0:
@@ -90,7 +91,11 @@ class DecodingAdapterConfig(DecodingHeadConfig):
 
     @property
     def num_head_parameters(self) -> int:
-        d, w, a = self.hidden_size + int(self.budget_conditioning), self.head_hidden_size, len(self.action_temperatures)
+        d, w, a = (
+            self.hidden_size + int(self.budget_conditioning),
+            self.head_hidden_size,
+            len(self.action_temperatures),
+        )
         return d * w + w + w * w + w + w * a + a
 
 
@@ -126,8 +131,10 @@ class DecodingAdapterHead(DecodingHead):
             "action_temperatures", torch.tensor(config.action_temperatures, dtype=torch.float32), persistent=False
         )
         self.policy = nn.Sequential(
-            nn.Linear(config.hidden_size + int(config.budget_conditioning), w), nn.ReLU(),
-            nn.Linear(w, w), nn.ReLU(),
+            nn.Linear(config.hidden_size + int(config.budget_conditioning), w),
+            nn.ReLU(),
+            nn.Linear(w, w),
+            nn.ReLU(),
             nn.Linear(w, len(config.action_temperatures)),
         )
         nn.init.zeros_(self.policy[-1].weight)
@@ -209,7 +216,11 @@ class DecodingAdapterForCausalLM(DecodingHeadForCausalLM):
     head_attribute = "adapter_head"
 
 
-register_decoding_head(DecodingAdapterForCausalLM, card_template="decoding_adapter.md", card_title="A **token-level learned decoding adapter**")
+register_decoding_head(
+    DecodingAdapterForCausalLM,
+    card_template="decoding_adapter.md",
+    card_title="A **token-level learned decoding adapter**",
+)
 
 
 __all__ = ["DecodingAdapterConfig", "DecodingAdapterForCausalLM", "DecodingAdapterHead"]

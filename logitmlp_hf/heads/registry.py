@@ -99,9 +99,7 @@ def decoding_head_type(model_type: str | None) -> DecodingHeadType:
     try:
         return _REGISTRY[model_type]  # type: ignore[index]
     except KeyError:
-        raise ValueError(
-            f"unknown decoding head type {model_type!r}; known: {registered_head_types()}"
-        ) from None
+        raise ValueError(f"unknown decoding head type {model_type!r}; known: {registered_head_types()}") from None
 
 
 def find_decoding_head_type(model_type: str | None) -> DecodingHeadType | None:

@@ -53,8 +53,9 @@ def _locate(name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str
         hint = f" (the directory holds {present})" if present is not None else ""
         if filename.endswith(".safetensors") and present and any(f.endswith((".bin", ".pt", ".pth")) for f in present):
             hint += "; pickled weights are never loaded, re-save the head with safetensors"
-        raise HeadCheckpointError(f"{str(name_or_path)!r} has no {filename!r}: it is not a decoding head repo of this "
-                                 f"type{hint}")
+        raise HeadCheckpointError(
+            f"{str(name_or_path)!r} has no {filename!r}: it is not a decoding head repo of this type{hint}"
+        )
     return path
 
 
@@ -84,8 +85,11 @@ def load_head_config(
         kind = f"a {model_type!r} decoding head" if head_class is not None else f"a {model_type!r} checkpoint"
         raise HeadCheckpointError(
             f"{str(name_or_path)!r} is {kind}, not a {config_class.model_type!r} head. "
-            + ("Load it with AutoModelForCausalLM or load_decoding_head_model." if head_class is not None else
-               "To put a head on it, pass it as the base: LogitMLPForCausalLM.from_pretrained(head, base_model=...)")
+            + (
+                "Load it with AutoModelForCausalLM or load_decoding_head_model."
+                if head_class is not None
+                else "To put a head on it, pass it as the base: LogitMLPForCausalLM.from_pretrained(head, base_model=...)"
+            )
         )
     if head_class is None:
         raise HeadCheckpointError(
@@ -122,8 +126,10 @@ def load_head_state_dict(
     try:
         state = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
-        raise HeadCheckpointError(f"{path} is not a readable safetensors file ({err}); the download may be "
-                                  "truncated: delete it and load again") from err
+        raise HeadCheckpointError(
+            f"{path} is not a readable safetensors file ({err}); the download may be "
+            "truncated: delete it and load again"
+        ) from err
     expected = {name: tuple(t.shape) for name, t in head_class(config).state_dict().items()}
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:

@@ -74,9 +74,7 @@ def render_model_card(
         tags.append(config.objective)
     base_model = config.base_model_name_or_path or "an unrecorded base model"
     # Only Hub ids get a link; a local path on the training machine means nothing to a reader.
-    is_hub_id = (
-        bool(config.base_model_name_or_path) and not os.path.exists(base_model) and base_model.count("/") == 1
-    )
+    is_hub_id = bool(config.base_model_name_or_path) and not os.path.exists(base_model) and base_model.count("/") == 1
     card_data = ModelCardData(
         base_model=base_model if is_hub_id else None,  # the Hub rejects local paths in this field
         library_name="logitmlp-hf",

@@ -63,9 +63,19 @@ class ReproduceConfig:
     def quick(cls, **overrides: Any) -> ReproduceConfig:
         """A few-minute run of every stage on tiny problem sets: checks the pipeline, measures nothing."""
         values: dict[str, Any] = dict(
-            output_dir="outputs/reproduce-quick", n_train=16, n_validation=6, n_test=8, n_samples=4,
-            temperatures=(0.4, 1.0), max_new_tokens=24, train_steps=2, num_generations=4, eval_batch_size=8,
-            n_resamples=200, n_analysis_problems=4, lora_steps=2,
+            output_dir="outputs/reproduce-quick",
+            n_train=16,
+            n_validation=6,
+            n_test=8,
+            n_samples=4,
+            temperatures=(0.4, 1.0),
+            max_new_tokens=24,
+            train_steps=2,
+            num_generations=4,
+            eval_batch_size=8,
+            n_resamples=200,
+            n_analysis_problems=4,
+            lora_steps=2,
         )
         values.update(overrides)
         return cls(**values)
@@ -74,8 +84,10 @@ class ReproduceConfig:
         self.temperatures = tuple(sorted({float(t) for t in self.temperatures}))
         total = self.n_train + self.n_validation + self.n_test
         if total > N_ARITHMETIC_PROBLEMS:
-            raise ValueError(f"n_train + n_validation + n_test = {total}, but the arithmetic task (a + b, operands "
-                             f"0..20) has only {N_ARITHMETIC_PROBLEMS} distinct problems")
+            raise ValueError(
+                f"n_train + n_validation + n_test = {total}, but the arithmetic task (a + b, operands "
+                f"0..20) has only {N_ARITHMETIC_PROBLEMS} distinct problems"
+            )
         if min(self.n_train, self.n_validation, self.n_test) < 1:
             raise ValueError("n_train, n_validation and n_test must all be >= 1")
         if not 1 <= self.pass_k <= self.num_generations:

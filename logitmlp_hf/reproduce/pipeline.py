@@ -49,6 +49,7 @@ __all__ = ["ReproduceConfig", "reproduce"]
 
 logger = logging.getLogger(__name__)
 
+
 def problem_sets(config: ReproduceConfig):
     """(train, validation, test) arithmetic datasets, disjoint, exactly as ``logitmlp eval``/``sweep`` split them."""
     from ..tasks.data import ArithmeticTaskConfig, make_arithmetic_train_validation_test
@@ -101,7 +102,9 @@ def train_head(config: ReproduceConfig, model: Any, train_dataset, objective: st
     from ..trainer.grpo_trainer import DecodingHeadGRPOTrainer
 
     trainer = DecodingHeadGRPOTrainer(
-        model=model, reward_funcs=MathVerifyReward(), args=training_arguments(config, head_dir, objective),
+        model=model,
+        reward_funcs=MathVerifyReward(),
+        args=training_arguments(config, head_dir, objective),
         train_dataset=train_dataset,
     )
     weights_name = trainer.accelerator.unwrap_model(trainer.model).decoding_head.weights_name
@@ -124,18 +127,36 @@ def train_lora(config: ReproduceConfig, train_dataset, lora_dir: Path) -> Path:
 
     base, tokenizer = load_embedded_model()
     args = GRPOConfig(
-        output_dir=str(lora_dir), num_generations=config.num_generations,
+        output_dir=str(lora_dir),
+        num_generations=config.num_generations,
         per_device_train_batch_size=config.num_generations * config.prompts_per_step,
-        max_completion_length=config.max_new_tokens, temperature=1.0, learning_rate=config.lora_learning_rate,
-        lr_scheduler_type="constant", max_steps=config.lora_steps, loss_type="dapo", epsilon=0.2,
-        epsilon_high=0.28, beta=0.0, logging_steps=1, save_strategy="steps", save_steps=10, save_total_limit=1,
-        report_to=["tensorboard"], seed=config.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
+        max_completion_length=config.max_new_tokens,
+        temperature=1.0,
+        learning_rate=config.lora_learning_rate,
+        lr_scheduler_type="constant",
+        max_steps=config.lora_steps,
+        loss_type="dapo",
+        epsilon=0.2,
+        epsilon_high=0.28,
+        beta=0.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=10,
+        save_total_limit=1,
+        report_to=["tensorboard"],
+        seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
     )
     trainer = GRPOTrainer(
-        model=base, reward_funcs=MathVerifyReward(), args=args, train_dataset=train_dataset,
+        model=base,
+        reward_funcs=MathVerifyReward(),
+        args=args,
+        train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear",
-                               task_type="CAUSAL_LM"),
+        peft_config=LoraConfig(
+            r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
     )
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(lora_dir, SAFETENSORS_WEIGHTS_NAME))
     trainer.save_model()
@@ -153,8 +174,14 @@ class _Stage:
 
 
 def _evaluate_kwargs(config: ReproduceConfig, progress: bool) -> dict[str, Any]:
-    return dict(n_samples=config.n_samples, batch_size=config.eval_batch_size, seed=config.seed,
-                max_new_tokens=config.max_new_tokens, n_resamples=config.n_resamples, progress=progress)
+    return dict(
+        n_samples=config.n_samples,
+        batch_size=config.eval_batch_size,
+        seed=config.seed,
+        max_new_tokens=config.max_new_tokens,
+        n_resamples=config.n_resamples,
+        progress=progress,
+    )
 
 
 def reproduce(
@@ -205,15 +232,28 @@ def reproduce(
     def stage_sweep() -> None:
         base, tokenizer = load_embedded_model()
         sweep = global_temperature_sweep(
-            base, tokenizer, validation, test, config.temperatures, selection_metric=config.select_by,
-            sweep_on_test=True, **_evaluate_kwargs(config, progress),
+            base,
+            tokenizer,
+            validation,
+            test,
+            config.temperatures,
+            selection_metric=config.select_by,
+            sweep_on_test=True,
+            **_evaluate_kwargs(config, progress),
         )
         sweep.save(paths.sweep)
 
     def stage_eval() -> None:
         base, tokenizer = load_embedded_model()
-        evaluate(base, tokenizer, test, [head_policy("pass1"), head_policy("passk")],
-                 rollouts_path=paths.rollouts, results_path=paths.eval, **_evaluate_kwargs(config, progress))
+        evaluate(
+            base,
+            tokenizer,
+            test,
+            [head_policy("pass1"), head_policy("passk")],
+            rollouts_path=paths.rollouts,
+            results_path=paths.eval,
+            **_evaluate_kwargs(config, progress),
+        )
 
     def stage_analyze() -> None:
         from ..analysis.per_token import analyze_rollouts, load_rollouts
@@ -224,11 +264,19 @@ def reproduce(
         rollouts = load_rollouts(paths.rollouts)
         for key in ("passk", "pass1"):  # pass1 last: its summary.json is the stage's done marker
             model = load_decoding_head_model(getattr(paths, key), base_model=base).eval()
-            own = [r for r in rollouts if r.get("policy") == HEAD_POLICY_NAMES[key]
-                   and r["problem_id"] < config.n_analysis_problems]
+            own = [
+                r
+                for r in rollouts
+                if r.get("policy") == HEAD_POLICY_NAMES[key] and r["problem_id"] < config.n_analysis_problems
+            ]
             analysis = analyze_rollouts(model, tokenizer, own)
-            write_report(analysis, tokenizer, paths.analysis / key, title=f"LogitMLP analysis: {HEAD_POLICY_NAMES[key]}",
-                         source=f"{paths.rollouts} (policy {HEAD_POLICY_NAMES[key]!r})")
+            write_report(
+                analysis,
+                tokenizer,
+                paths.analysis / key,
+                title=f"LogitMLP analysis: {HEAD_POLICY_NAMES[key]}",
+                source=f"{paths.rollouts} (policy {HEAD_POLICY_NAMES[key]!r})",
+            )
 
     def stage_lora_train() -> None:
         train_lora(config, train, paths.lora)
@@ -246,27 +294,52 @@ def reproduce(
         lora_base = load_base_model(str(paths.lora)).eval()
         policies = [dataclasses.replace(temperature_policy(t), name=f"LoRA T={t:g}") for t in config.temperatures]
         policies.append(DecodingPolicy(name=STACKED_NAME, kind="head", head=str(paths.lora_head)))
-        evaluate(lora_base, tokenizer, test, policies, results_path=paths.lora_eval,
-                 **_evaluate_kwargs(config, progress))
+        evaluate(
+            lora_base, tokenizer, test, policies, results_path=paths.lora_eval, **_evaluate_kwargs(config, progress)
+        )
 
     stages = [
-        _Stage("train-pass1", paths.pass1 / head_weights, stage_train("pass1", "pass@1"),
-               f"train the pass@1 head ({config.train_steps} steps)"),
-        _Stage("train-passk", paths.passk / head_weights, stage_train("passk", "pass@k"),
-               f"train the pass@{config.pass_k} head ({config.train_steps} steps)"),
-        _Stage("sweep", paths.sweep, stage_sweep,
-               f"GLOBAL-T*: {len(config.temperatures)} temperatures on {config.n_validation} validation and "
-               f"{config.n_test} test problems"),
+        _Stage(
+            "train-pass1",
+            paths.pass1 / head_weights,
+            stage_train("pass1", "pass@1"),
+            f"train the pass@1 head ({config.train_steps} steps)",
+        ),
+        _Stage(
+            "train-passk",
+            paths.passk / head_weights,
+            stage_train("passk", "pass@k"),
+            f"train the pass@{config.pass_k} head ({config.train_steps} steps)",
+        ),
+        _Stage(
+            "sweep",
+            paths.sweep,
+            stage_sweep,
+            f"GLOBAL-T*: {len(config.temperatures)} temperatures on {config.n_validation} validation and "
+            f"{config.n_test} test problems",
+        ),
         _Stage("eval", paths.eval, stage_eval, f"the heads on {config.n_test} test problems × {config.n_samples}"),
-        _Stage("analyze", paths.analysis / "pass1" / "summary.json", stage_analyze,
-               f"per-token analysis of both heads on their rollouts of {config.n_analysis_problems} test problems"),
+        _Stage(
+            "analyze",
+            paths.analysis / "pass1" / "summary.json",
+            stage_analyze,
+            f"per-token analysis of both heads on their rollouts of {config.n_analysis_problems} test problems",
+        ),
     ]
     if config.with_lora:
         stages += [
-            _Stage("lora-train", paths.lora / SAFETENSORS_WEIGHTS_NAME, stage_lora_train,
-                   f"TRL GRPOTrainer + LoRA r={config.lora_rank} ({config.lora_steps} steps)"),
-            _Stage("lora-head", paths.lora_head / head_weights, stage_lora_head,
-                   f"a pass@{config.pass_k} head on the LoRA ({config.train_steps} steps)"),
+            _Stage(
+                "lora-train",
+                paths.lora / SAFETENSORS_WEIGHTS_NAME,
+                stage_lora_train,
+                f"TRL GRPOTrainer + LoRA r={config.lora_rank} ({config.lora_steps} steps)",
+            ),
+            _Stage(
+                "lora-head",
+                paths.lora_head / head_weights,
+                stage_lora_head,
+                f"a pass@{config.pass_k} head on the LoRA ({config.train_steps} steps)",
+            ),
             _Stage("lora-eval", paths.lora_eval, stage_lora_eval, "the LoRA's temperature sweep and the stacked head"),
         ]
     for i, stage in enumerate(stages, start=1):

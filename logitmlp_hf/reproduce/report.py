@@ -36,8 +36,14 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
 )
 DIFFERENCE_METRICS = ("best@k", "mean_accuracy", "worst@k", "answer_entropy")
 TABLE_COLUMNS = ("best@k", "mean_accuracy", "worst@k", "answer_entropy", "uniq/k", "accuracy_std")
-COLUMN_TITLES = {"best@k": "best@{k}", "mean_accuracy": "mean acc", "worst@k": "worst@{k}",
-                 "answer_entropy": "answer entropy", "uniq/k": "uniq/{k}", "accuracy_std": "acc std"}
+COLUMN_TITLES = {
+    "best@k": "best@{k}",
+    "mean_accuracy": "mean acc",
+    "worst@k": "worst@{k}",
+    "answer_entropy": "answer entropy",
+    "uniq/k": "uniq/{k}",
+    "accuracy_std": "acc std",
+}
 HEAD_POLICY_NAMES = {"pass1": "LogitMLP (pass@1)", "passk": "LogitMLP (pass@k)"}
 LORA_NAME = "LoRA GRPO (pass@1)"
 STACKED_NAME = "LoRA + LogitMLP (pass@k)"
@@ -77,9 +83,13 @@ def _verdict(diff: MetricValue, direction: str) -> str:
 
 def _paired(a: PolicyResults, b: PolicyResults, metric: str, n_resamples: int, seed: int) -> MetricValue:
     return paired_difference(
-        [p["correct"] for p in a.problems], [p["correct"] for p in b.problems], metric,
-        [p["grouped_answers"] for p in a.problems], [p["grouped_answers"] for p in b.problems],
-        n_resamples=n_resamples, seed=seed,
+        [p["correct"] for p in a.problems],
+        [p["correct"] for p in b.problems],
+        metric,
+        [p["grouped_answers"] for p in a.problems],
+        [p["grouped_answers"] for p in b.problems],
+        n_resamples=n_resamples,
+        seed=seed,
     )
 
 
@@ -104,7 +114,7 @@ def plot_training_curves(curves: Mapping[str, list[tuple[int, float]]], path: Pa
             # A step sees only a few prompts: the running mean over 5 steps shows the trend.
             window = min(5, len(rewards))
             smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], smooth, "-", color=f"C{i}", label=f"{name} (5-step mean)")
+            ax.plot(steps[window - 1 :], smooth, "-", color=f"C{i}", label=f"{name} (5-step mean)")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("rollout reward")
     ax.set_title("training reward per step (batch after dynamic sampling)", fontsize=9)
@@ -169,22 +179,33 @@ def write_results(
             continue
         diffs[name] = {m: _paired(r, global_t, m, config.n_resamples, config.seed) for m in DIFFERENCE_METRICS}
     diff_header = ["method − GLOBAL-T*"] + [_title(m, k) for m in DIFFERENCE_METRICS]
-    diff_rows = [[name] + [f"{d[m].value:+.3f} [{d[m].ci_low:+.3f}, {d[m].ci_high:+.3f}]" for m in DIFFERENCE_METRICS]
-                 for name, d in diffs.items()]
+    diff_rows = [
+        [name] + [f"{d[m].value:+.3f} [{d[m].ci_low:+.3f}, {d[m].ci_high:+.3f}]" for m in DIFFERENCE_METRICS]
+        for name, d in diffs.items()
+    ]
     claims = []
     for row, metric, direction in CLAIMS:
         d = diffs[row][metric]
-        claims.append([f"{row}: {_title(metric, k)} {direction} than GLOBAL-T*",
-                       f"{d.value:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]", _verdict(d, direction)])
+        claims.append(
+            [
+                f"{row}: {_title(metric, k)} {direction} than GLOBAL-T*",
+                f"{d.value:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]",
+                _verdict(d, direction),
+            ]
+        )
 
     # Plots.
     plots = root / "plots"
     markers = {HEAD_POLICY_NAMES[key]: rows[HEAD_POLICY_NAMES[key]] for key in ("passk", "pass1")}
     if lora is not None:
         markers[STACKED_NAME] = rows[STACKED_NAME]
-    pareto_plot(sweep, markers=markers, path=plots / "pareto.png",
-                title=f"best@{k} vs best@1 on {config.n_test} held-out problems",
-                other_sweeps={"LoRA GRPO": lora_sweep} if lora_sweep else None)
+    pareto_plot(
+        sweep,
+        markers=markers,
+        path=plots / "pareto.png",
+        title=f"best@{k} vs best@1 on {config.n_test} held-out problems",
+        other_sweeps={"LoRA GRPO": lora_sweep} if lora_sweep else None,
+    )
     curves = {HEAD_POLICY_NAMES[key]: _reward_curve(getattr(paths, key)) for key in ("pass1", "passk")}
     if lora is not None:
         curves[LORA_NAME] = _reward_curve(paths.lora)
@@ -214,25 +235,40 @@ def write_results(
     }
     (root / "results.json").write_text(json.dumps(payload, indent=1, default=_json_default), encoding="utf-8")
 
-    text = "\n".join([
-        f"Table 1 shape: SmolLM2-135M-Instruct, arithmetic, {config.n_test} held-out problems × {k} samples "
-        f"(value [95% bootstrap CI])",
-        _text_table(header, table_rows),
-        "",
-        "Paired differences against GLOBAL-T* (same problems; value [95% paired bootstrap CI]):",
-        _text_table(diff_header, diff_rows),
-        "",
-        "The source's claims (Qwen3-1.7B, MATH-500) checked here:",
-        _text_table(["claim", "difference", "here"], claims),
-        "",
-        f"Report: {root / 'results.md'}",
-        f"Plots:  {plots / 'pareto.png'}, {plots / 'training_reward.png'}",
-        "Per-token analyses: " + ", ".join(str(paths.analysis / key / "report.md") for key in ("pass1", "passk")),
-    ])
+    text = "\n".join(
+        [
+            f"Table 1 shape: SmolLM2-135M-Instruct, arithmetic, {config.n_test} held-out problems × {k} samples "
+            f"(value [95% bootstrap CI])",
+            _text_table(header, table_rows),
+            "",
+            "Paired differences against GLOBAL-T* (same problems; value [95% paired bootstrap CI]):",
+            _text_table(diff_header, diff_rows),
+            "",
+            "The source's claims (Qwen3-1.7B, MATH-500) checked here:",
+            _text_table(["claim", "difference", "here"], claims),
+            "",
+            f"Report: {root / 'results.md'}",
+            f"Plots:  {plots / 'pareto.png'}, {plots / 'training_reward.png'}",
+            "Per-token analyses: " + ", ".join(str(paths.analysis / key / "report.md") for key in ("pass1", "passk")),
+        ]
+    )
     (root / "results.txt").write_text(text + "\n", encoding="utf-8")
 
-    md = _markdown(config, sweep, rows, header, table_rows, diff_header, diff_rows, claims, analyses, timings,
-                   versions, machine, command)
+    md = _markdown(
+        config,
+        sweep,
+        rows,
+        header,
+        table_rows,
+        diff_header,
+        diff_rows,
+        claims,
+        analyses,
+        timings,
+        versions,
+        machine,
+        command,
+    )
     path = root / "results.md"
     path.write_text(md, encoding="utf-8")
     return path
@@ -260,24 +296,46 @@ def _analysis_headline(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _markdown(config, sweep, rows, header, table_rows, diff_header, diff_rows, claims, analyses, timings, versions,
-              machine, command) -> str:
+def _markdown(
+    config,
+    sweep,
+    rows,
+    header,
+    table_rows,
+    diff_header,
+    diff_rows,
+    claims,
+    analyses,
+    timings,
+    versions,
+    machine,
+    command,
+) -> str:
     k = config.n_samples
     val = sweep.validation
-    val_rows = [[name] + [f"{r.metrics[c].value:.3f}" for c in ("mean_accuracy", "best@k")]
-                for name, r in val.policies.items()]
+    val_rows = [
+        [name] + [f"{r.metrics[c].value:.3f}" for c in ("mean_accuracy", "best@k")] for name, r in val.policies.items()
+    ]
     analysis_rows = []
     for name, summary in analyses.items():
         a = _analysis_headline(summary)
-        analysis_rows.append([name, str(a["n_tokens"]), str(a["n_active"]), f"{a['mean_kl']:.3g}",
-                              f"{a['percent_of_positions_for_half_the_kl']:.3g}%",
-                              f"{a['t_star_median']:.3g}" if a["t_star_median"] is not None else "-",
-                              f"{a['mean_s1']:.3g}", f"{a['mean_s2']:.3g}"])
+        analysis_rows.append(
+            [
+                name,
+                str(a["n_tokens"]),
+                str(a["n_active"]),
+                f"{a['mean_kl']:.3g}",
+                f"{a['percent_of_positions_for_half_the_kl']:.3g}%",
+                f"{a['t_star_median']:.3g}" if a["t_star_median"] is not None else "-",
+                f"{a['mean_s1']:.3g}",
+                f"{a['mean_s2']:.3g}",
+            ]
+        )
     total = sum(timings.values())
     lines = [
         "# LogitMLP on SmolLM2-135M-Instruct: Table 1, reproduced in shape",
         "",
-        f"Base model: SmolLM2-135M-Instruct (the embedded offline copy), frozen. Task: \"What is a + b?\" with "
+        f'Base model: SmolLM2-135M-Instruct (the embedded offline copy), frozen. Task: "What is a + b?" with '
         f"0 ≤ a, b ≤ 20, graded by math-verify. Problems (disjoint, seed {config.seed}): {config.n_train} training, "
         f"{config.n_validation} validation (selects T*), {config.n_test} test (every number below). "
         f"{k} samples per problem, at most {config.max_new_tokens} new tokens. Heads: {config.train_steps} DAPO "
@@ -316,8 +374,21 @@ def _markdown(config, sweep, rows, header, table_rows, diff_header, diff_rows, c
         "",
         "## Where the heads act (per-token analysis of their own test rollouts)",
         "",
-        _md_table(["head", "tokens", "active (KL > 0.01)", "mean KL", "positions holding half the KL",
-                   "median T*", "mean s1", "mean s2"], analysis_rows) if analysis_rows else "(not run)",
+        _md_table(
+            [
+                "head",
+                "tokens",
+                "active (KL > 0.01)",
+                "mean KL",
+                "positions holding half the KL",
+                "median T*",
+                "mean s1",
+                "mean s2",
+            ],
+            analysis_rows,
+        )
+        if analysis_rows
+        else "(not run)",
         "",
         "Full reports: [pass@1](analysis/pass1/report.md), [pass@k](analysis/passk/report.md) "
         "(KL concentration, KL by base top-1 bin, T* histogram, top-6 candidates, following words).",
@@ -333,7 +404,8 @@ def _markdown(config, sweep, rows, header, table_rows, diff_header, diff_rows, c
         f"- Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
         f"device {machine['device']}; {machine['platform']}, Python {machine['python']}.",
         "- Versions: " + ", ".join(f"{name} {v}" for name, v in versions.items()),
-        f"- Time in stages: {total / 60:.1f} min (" + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items())
+        f"- Time in stages: {total / 60:.1f} min ("
+        + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items())
         + "; each stage timed when it ran, model loading between stages not included)",
         "",
     ]

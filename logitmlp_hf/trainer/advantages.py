@@ -51,9 +51,7 @@ def _comb_ratio(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(a >= k, ratio, torch.zeros_like(ratio))
 
 
-def passk_advantages(
-    rewards: torch.Tensor, k: int, correct_threshold: float = 0.5, eps: float = 1e-6
-) -> torch.Tensor:
+def passk_advantages(rewards: torch.Tensor, k: int, correct_threshold: float = 0.5, eps: float = 1e-6) -> torch.Tensor:
     """The analytical pass@k advantage for each rollout (see the module docstring).
 
     Args:

@@ -46,9 +46,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike, weights_name: str | 
     ``"adapter_model.safetensors"`` for a PEFT run of TRL's own trainer."""
     if not os.path.isdir(output_dir):
         return None
-    steps = sorted(
-        (int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT.match(name))
-    )
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT.match(name)))
     for _, name in reversed(steps):
         path = os.path.join(output_dir, name)
         if is_complete_checkpoint(path, weights_name):

@@ -206,7 +206,8 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         budget = float(self.args.max_completion_length)
         remaining = budget - torch.arange(shape[-1], device=device, dtype=torch.float32)
         return DecodingContext(
-            remaining_tokens=remaining.expand(shape), budget=torch.full(shape, budget, device=device),
+            remaining_tokens=remaining.expand(shape),
+            budget=torch.full(shape, budget, device=device),
             parallel_budget=torch.full(shape, float(self.num_generations), device=device),
         )
 
@@ -217,8 +218,13 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         lm = unwrap_causal_lm(self.model.get_base_model())
         batch_size = batch_size or input_ids.shape[0]
         parts = [
-            cache_features(lm, input_ids[i : i + batch_size], attention_mask[i : i + batch_size], logits_to_keep,
-                           self.args.logprob_chunk_size)
+            cache_features(
+                lm,
+                input_ids[i : i + batch_size],
+                attention_mask[i : i + batch_size],
+                logits_to_keep,
+                self.args.logprob_chunk_size,
+            )
             for i in range(0, input_ids.shape[0], batch_size)
         ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -275,7 +281,9 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         try:
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         except Exception as err:  # a reward function raised: say which run of which functions, keep the cause
-            raise RuntimeError(f"a reward function ({names}) raised on a batch of {len(prompts)} completions: {err!r}") from err
+            raise RuntimeError(
+                f"a reward function ({names}) raised on a batch of {len(prompts)} completions: {err!r}"
+            ) from err
         self._gathered_rewards = rewards
         return rewards
 
@@ -295,9 +303,11 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         rewards = self._weighted_rewards(self._gathered_rewards)
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
         if self.args.objective == "pass@k":
-            out["advantages"] = passk_advantages(
-                rewards.view(-1, group), self.args.pass_k, self.args.correct_threshold
-            ).view(-1)[local].to(out["advantages"].dtype)
+            out["advantages"] = (
+                passk_advantages(rewards.view(-1, group), self.args.pass_k, self.args.correct_threshold)
+                .view(-1)[local]
+                .to(out["advantages"].dtype)
+            )
         out["logitmlp_rewards"] = rewards[local]
 
         if self._rollout_cache is None:
@@ -384,7 +394,9 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         loss_mask = merged["completion_mask"] * merged.get("tool_mask", 1)
         merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
 
-        totals = self.accelerator.gather(torch.tensor([dropped_first, unfilled, n_groups], device=self.accelerator.device))
+        totals = self.accelerator.gather(
+            torch.tensor([dropped_first, unfilled, n_groups], device=self.accelerator.device)
+        )
         totals = totals.view(-1, 3).sum(0).tolist()
         metrics = self._metrics["train"]
         metrics["dynamic_sampling/dropped_group_frac"].append(totals[0] / totals[2])
@@ -393,7 +405,9 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         if totals[1] == totals[2]:
             logger.warning(
                 "dynamic sampling: all %d groups had equal rewards after %d extra rounds; this batch carries no "
-                "learning signal (the task may be too easy or too hard for the current policy)", totals[2], rounds
+                "learning signal (the task may be too easy or too hard for the current policy)",
+                totals[2],
+                rounds,
             )
         return merged
 
@@ -479,17 +493,31 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
 
     def _training_config_yaml(self) -> str:
         keys = (
-            "objective", "pass_k", "learning_rate", "num_generations", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "max_completion_length", "temperature", "epsilon", "epsilon_high",
-            "loss_type", "scale_rewards", "dynamic_sampling", "max_steps", "num_train_epochs", "seed",
+            "objective",
+            "pass_k",
+            "learning_rate",
+            "num_generations",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_completion_length",
+            "temperature",
+            "epsilon",
+            "epsilon_high",
+            "loss_type",
+            "scale_rewards",
+            "dynamic_sampling",
+            "max_steps",
+            "num_train_epochs",
+            "seed",
         )
         values = {k: getattr(self.args, k) for k in keys}
         if self.args.objective != "pass@k":
             del values["pass_k"]
         return yaml.safe_dump(values, sort_keys=False)
 
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
-                          tags: str | list[str] | None = None) -> None:
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ) -> None:
         """Write the head's card (not TRL's generic one) to ``output_dir/README.md``."""
         if not self.is_world_process_zero():
             return
@@ -499,8 +527,14 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
-                    token: str | None = None, revision: str | None = None, **kwargs: Any):
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        **kwargs: Any,
+    ):
         """Push the trained head as a head-only repo, its card filled with the run's config and final metrics."""
         if not self.is_world_process_zero():
             return None

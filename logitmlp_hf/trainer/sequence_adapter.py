@@ -42,8 +42,13 @@ def prompt_embeddings(model: nn.Module, tokenizer: Any, dataset: Any, batch_size
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             input_ids, mask, position_ids, _, _, _ = teacher_forcing_batch(chunk, [[] for _ in chunk], pad_id)
-            lm(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
-               logits_to_keep=1, use_cache=False)
+            lm(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=position_ids.to(device),
+                logits_to_keep=1,
+                use_cache=False,
+            )
     finally:
         handle.remove()
     return torch.cat(captured).float().cpu()
@@ -108,9 +113,16 @@ def fit_sequence_adapter(
     """
     budgets = sorted({int(k) for k in budgets})
     if max(budgets) > n_samples:
-        raise ValueError(f"the largest budget ({max(budgets)}) needs at least that many samples; n_samples={n_samples}")
-    kwargs = {"n_samples": n_samples, "seed": seed, "max_new_tokens": max_new_tokens, "progress": False,
-              **(eval_kwargs or {})}
+        raise ValueError(
+            f"the largest budget ({max(budgets)}) needs at least that many samples; n_samples={n_samples}"
+        )
+    kwargs = {
+        "n_samples": n_samples,
+        "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "progress": False,
+        **(eval_kwargs or {}),
+    }
     pool = list(pool)
     policies = [s.to_policy_string() for s in pool]
     validation = evaluate(base, tokenizer, validation_dataset, policies, **kwargs)
@@ -124,14 +136,20 @@ def fit_sequence_adapter(
     embeddings = prompt_embeddings(base, tokenizer, train_dataset)
     hidden, vocab = base_dimensions(base)
     config = SequenceAdapterConfig(
-        hidden_size=hidden, vocab_size=vocab, head_hidden_size=head_hidden_size,
-        strategies=[s.to_dict() for s in selected], budgets=budgets, objective="pass@k", pass_k=max(budgets),
+        hidden_size=hidden,
+        vocab_size=vocab,
+        head_hidden_size=head_hidden_size,
+        strategies=[s.to_dict() for s in selected],
+        budgets=budgets,
+        objective="pass@k",
+        pass_k=max(budgets),
     )
     torch.manual_seed(seed)  # the bandit's initial weights
     model = SequenceAdapterForCausalLM(config, base_model=base)
     bandit = model.decoding_head.bandit
-    log = train_bandit(bandit, embeddings, budgets, rewards, steps=bandit_steps, lr=bandit_lr,
-                       entropy_coef=entropy_coef, seed=seed)
+    log = train_bandit(
+        bandit, embeddings, budgets, rewards, steps=bandit_steps, lr=bandit_lr, entropy_coef=entropy_coef, seed=seed
+    )
     values = evaluate_bandit_policy(bandit, embeddings, budgets, rewards)
     return SequenceAdapterFit(model.eval(), pool, selected, selection.coverages, log, values, val_rewards)
 

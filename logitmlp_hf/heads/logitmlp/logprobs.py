@@ -126,7 +126,15 @@ def warped_token_logprobs(
     raw = head.raw_outputs(flat_hidden, features.stats)
     s1, s2, b = warp_parameters(raw, features.stats, head.slope_bound, head.breakpoint_scale)
     logp, entropy, kl = _WarpedTargetLogProb.apply(
-        s1, s2, b, flat_hidden, targets.reshape(-1), features.max, features.lse, unembedding, float(temperature),
+        s1,
+        s2,
+        b,
+        flat_hidden,
+        targets.reshape(-1),
+        features.max,
+        features.lse,
+        unembedding,
+        float(temperature),
         chunk_size,
     )
     return HeadTokenStats(

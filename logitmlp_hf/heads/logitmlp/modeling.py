@@ -102,7 +102,10 @@ class LogitMLPForCausalLM(DecodingHeadForCausalLM):
 
     def _make_policy_output(self, stats: Any) -> LogitMLPPolicyOutput:
         return LogitMLPPolicyOutput(
-            logprobs=stats.logprobs, entropy=stats.entropy, kl_to_base=stats.kl_to_base, decisions=stats.decisions,
+            logprobs=stats.logprobs,
+            entropy=stats.entropy,
+            kl_to_base=stats.kl_to_base,
+            decisions=stats.decisions,
             **stats.decisions,
         )
 

@@ -31,9 +31,7 @@ def _between_kept_and_dropped(kept_min: torch.Tensor, dropped_max: torch.Tensor)
     return torch.where(torch.isfinite(dropped_max), 0.5 * (kept_min + dropped_max), kept_min - 1.0)
 
 
-def preset_parameters(
-    name: str, logits: torch.Tensor, value: float, tail_slope: float = 4.0
-) -> WarpParameters:
+def preset_parameters(name: str, logits: torch.Tensor, value: float, tail_slope: float = 4.0) -> WarpParameters:
     """``(s1, s2, b)`` for the named fixed rule at every row of ``logits``.
 
     Args:

@@ -113,12 +113,16 @@ class SequenceAdapterHead(DecodingHead):
             dtype = torch.long if name == "top_k" else torch.float32
             self.register_buffer(f"rule_{name}", torch.tensor(values, dtype=dtype), persistent=False)
         # Rules no strategy uses are skipped: each would cost a full-vocabulary sort or softmax per token.
-        self.used_rules = [name for name, used in (
-            ("temperature", True),
-            ("top_k", any(s.top_k for s in strategies)),
-            ("top_p", any(s.top_p is not None for s in strategies)),
-            ("min_p", any(s.min_p for s in strategies)),
-        ) if used]
+        self.used_rules = [
+            name
+            for name, used in (
+                ("temperature", True),
+                ("top_k", any(s.top_k for s in strategies)),
+                ("top_p", any(s.top_p is not None for s in strategies)),
+                ("min_p", any(s.min_p for s in strategies)),
+            )
+            if used
+        ]
 
     def decide(
         self, hidden_states: torch.Tensor, stats: LogitStatistics, context: DecodingContext | None = None

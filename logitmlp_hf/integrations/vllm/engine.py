@@ -47,7 +47,10 @@ ADAPTER_MODES = ("merge", "vllm")
 
 
 def head_hf_overrides(
-    spec: VLLMHeadSpec, model_name_or_path: str, revision: str | None = None, head_config: DecodingHeadConfig | None = None
+    spec: VLLMHeadSpec,
+    model_name_or_path: str,
+    revision: str | None = None,
+    head_config: DecodingHeadConfig | None = None,
 ) -> dict[str, Any]:
     """``hf_overrides`` that make vLLM serve ``model_name_or_path`` with the head ``spec`` on its logits.
 
@@ -61,8 +64,9 @@ def head_hf_overrides(
     if not architectures:
         raise ValueError(f"{model_name_or_path!r} has no `architectures` in its config; vLLM cannot pick a class")
     text = config.get_text_config()
-    check_head_fits(head_config or spec.load_config(), text.hidden_size, text.vocab_size,
-                    f"the model {model_name_or_path!r}")
+    check_head_fits(
+        head_config or spec.load_config(), text.hidden_size, text.vocab_size, f"the model {model_name_or_path!r}"
+    )
     return {"architectures": [wrapper_architecture(architectures[0])], HF_CONFIG_KEY: spec.to_dict()}
 
 
@@ -95,8 +99,9 @@ def vllm_engine_args(
     head_name_or_path = str(head_name_or_path)
     config = load_head_config(head_name_or_path, revision=revision)
     check_runs_in_vllm(decoding_head_type(config.model_type).head_class(config))
-    spec = VLLMHeadSpec(name_or_path=_absolute_if_local(head_name_or_path), revision=revision,
-                        check_finite=check_finite)
+    spec = VLLMHeadSpec(
+        name_or_path=_absolute_if_local(head_name_or_path), revision=revision, check_finite=check_finite
+    )
     model, model_revision = _base_of(config, base_model)
     tokenizer = resolve_model_path(model)  # a merged base has its base's tokenizer
     args: dict[str, Any] = {}
@@ -105,9 +110,13 @@ def vllm_engine_args(
             model, model_revision = str(merged_base(config)), None
         else:
             args.update(enable_lora=True, max_lora_rank=_adapter_rank(config))
-    args.update(model=resolve_model_path(model), tokenizer=tokenizer, revision=model_revision,
-                tokenizer_revision=config.base_model_revision if base_model is None else None,
-                hf_overrides=head_hf_overrides(spec, model, model_revision, head_config=config))
+    args.update(
+        model=resolve_model_path(model),
+        tokenizer=tokenizer,
+        revision=model_revision,
+        tokenizer_revision=config.base_model_revision if base_model is None else None,
+        hf_overrides=head_hf_overrides(spec, model, model_revision, head_config=config),
+    )
     return args
 
 
@@ -125,8 +134,9 @@ def load_vllm_engine(
         raise ValueError("model_impl='transformers' bypasses vLLM's model classes, so the head would not be applied")
     from vllm import LLM
 
-    args = vllm_engine_args(head_name_or_path, base_model, revision=revision, adapter=adapter,
-                            check_finite=check_finite)
+    args = vllm_engine_args(
+        head_name_or_path, base_model, revision=revision, adapter=adapter, check_finite=check_finite
+    )
     clashes = sorted(set(args) & set(llm_kwargs) - {"enable_lora", "max_lora_rank"})
     if clashes:
         raise ValueError(f"{clashes} are set from the head repo; pass base_model=... to serve it on another base")
@@ -157,15 +167,27 @@ def vllm_serve_command(
 ) -> list[str]:
     """The ``vllm serve`` command line serving a head repo (``extra_args`` are appended as they are)."""
     args = vllm_engine_args(head_name_or_path, base_model, revision=revision, adapter=adapter)
-    command = ["vllm", "serve", args["model"], "--tokenizer", args["tokenizer"],
-               "--hf-overrides", json.dumps(args["hf_overrides"])]
+    command = [
+        "vllm",
+        "serve",
+        args["model"],
+        "--tokenizer",
+        args["tokenizer"],
+        "--hf-overrides",
+        json.dumps(args["hf_overrides"]),
+    ]
     for option in ("revision", "tokenizer_revision"):
         if args[option] is not None:
             command += [f"--{option.replace('_', '-')}", args[option]]
     if args.get("enable_lora"):
         config = load_head_config(str(head_name_or_path), revision=revision)
-        command += ["--enable-lora", "--max-lora-rank", str(args["max_lora_rank"]),
-                    "--lora-modules", f"adapter={config.base_adapter_name_or_path}"]
+        command += [
+            "--enable-lora",
+            "--max-lora-rank",
+            str(args["max_lora_rank"]),
+            "--lora-modules",
+            f"adapter={config.base_adapter_name_or_path}",
+        ]
     return command + list(extra_args or [])
 
 
@@ -174,16 +196,29 @@ def merged_base(config: DecodingHeadConfig, cache_dir: str | os.PathLike | None 
     from ...hub.base_loading import load_base_model
     from ...hub.offline_model import _cache_root
 
-    key = json.dumps([config.base_model_name_or_path, config.base_model_revision, config.base_adapter_name_or_path,
-                      config.base_adapter_revision])
+    key = json.dumps(
+        [
+            config.base_model_name_or_path,
+            config.base_model_revision,
+            config.base_adapter_name_or_path,
+            config.base_adapter_revision,
+        ]
+    )
     target = _cache_root(cache_dir) / "merged-bases" / hashlib.sha256(key.encode()).hexdigest()[:16]
     if (target / "config.json").is_file():
         return target
-    logger.info("Merging %s into %s for vLLM (once) at %s", config.base_adapter_name_or_path,
-                config.base_model_name_or_path, target)
-    model = load_base_model(config.base_model_name_or_path, revision=config.base_model_revision,
-                            adapter_name_or_path=config.base_adapter_name_or_path,
-                            adapter_revision=config.base_adapter_revision)
+    logger.info(
+        "Merging %s into %s for vLLM (once) at %s",
+        config.base_adapter_name_or_path,
+        config.base_model_name_or_path,
+        target,
+    )
+    model = load_base_model(
+        config.base_model_name_or_path,
+        revision=config.base_model_revision,
+        adapter_name_or_path=config.base_adapter_name_or_path,
+        adapter_revision=config.base_adapter_revision,
+    )
     merged = model.merge_and_unload()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
@@ -239,7 +274,9 @@ def fresh_head_overrides(base_model: str, head_type: str, head_config: dict[str,
 
     text_config = AutoConfig.from_pretrained(resolve_model_path(base_model)).get_text_config()
     config = decoding_head_type(head_type).config_class(
-        base_model_name_or_path=base_model, hidden_size=text_config.hidden_size, vocab_size=text_config.vocab_size,
+        base_model_name_or_path=base_model,
+        hidden_size=text_config.hidden_size,
+        vocab_size=text_config.vocab_size,
         **head_config,
     )
     return head_hf_overrides(VLLMHeadSpec(config=config.to_diff_dict()), base_model, head_config=config)

@@ -111,7 +111,9 @@ class VLLMHeadSpec:
             raise TypeError(f"hf_config.{HF_CONFIG_KEY} must be a dict, got {type(raw).__name__}")
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown keys in {HF_CONFIG_KEY}: {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown keys in {HF_CONFIG_KEY}: {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
+            )
         return cls(**raw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,8 +138,11 @@ def check_runs_in_vllm(head: DecodingHead) -> None:
     if not head.per_token or head.uses_context:  # instance attributes: some heads decide from their config
         raise ValueError(
             f"{type(head).__name__} cannot run inside vLLM: "
-            + ("it decides once per sequence" if not head.per_token else
-               "it conditions on the token budget left, which vLLM's compute_logits does not see")
+            + (
+                "it decides once per sequence"
+                if not head.per_token
+                else "it conditions on the token budget left, which vLLM's compute_logits does not see"
+            )
             + "; use its transformers wrapper's generate()"
         )
 
@@ -186,12 +191,17 @@ class DecodingHeadVLLMMixin:
         spec = VLLMHeadSpec.from_hf_config(model_config.hf_config)
         config = spec.load_config()
         head_class = decoding_head_type(config.model_type).head_class
-        check_head_fits(config, model_config.get_hidden_size(), model_config.get_vocab_size(),
-                        f"the served model {model_config.model!r}")
+        check_head_fits(
+            config,
+            model_config.get_hidden_size(),
+            model_config.get_vocab_size(),
+            f"the served model {model_config.model!r}",
+        )
         if config.base_model_name_or_path and config.base_model_name_or_path != model_config.model:
             logger.info(
                 "Decoding head trained on %s is served on %s (same hidden and vocabulary sizes)",
-                config.base_model_name_or_path, model_config.model,
+                config.base_model_name_or_path,
+                model_config.model,
             )
         with _float32_on_cpu(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(_INLINE_INIT_SEED)
@@ -233,7 +243,7 @@ class DecodingHeadVLLMMixin:
             nonlocal base_count
             for name, tensor in weights:
                 if name.startswith(prefix):
-                    head_tensors[name[len(prefix):]] = tensor
+                    head_tensors[name[len(prefix) :]] = tensor
                 else:
                     base_count += 1
                     yield name, tensor
@@ -283,17 +293,26 @@ def decoding_head_model_class(base_architecture: str) -> type[nn.Module]:
         self._init_decoding_head(vllm_config)
 
     name = wrapper_architecture(base_architecture)
-    return type(name, (DecodingHeadVLLMMixin, base_class), {"__init__": __init__, "__module__": __name__,
-                                                             "__qualname__": name})
+    return type(
+        name, (DecodingHeadVLLMMixin, base_class), {"__init__": __init__, "__module__": __name__, "__qualname__": name}
+    )
 
 
 def __getattr__(name: str) -> Any:
     # vLLM's lazy registry entries ("logitmlp_hf.integrations.vllm.model:DecodingHeadLlamaForCausalLM") resolve here.
     if name.startswith(ARCHITECTURE_PREFIX) and len(name) > len(ARCHITECTURE_PREFIX):
-        cls = decoding_head_model_class(name[len(ARCHITECTURE_PREFIX):])
+        cls = decoding_head_model_class(name[len(ARCHITECTURE_PREFIX) :])
         globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ARCHITECTURE_PREFIX", "HF_CONFIG_KEY", "VLLMHeadSpec", "apply_head", "check_runs_in_vllm", "decoding_head_model_class", "wrapper_architecture"]
+__all__ = [
+    "ARCHITECTURE_PREFIX",
+    "HF_CONFIG_KEY",
+    "VLLMHeadSpec",
+    "apply_head",
+    "check_runs_in_vllm",
+    "decoding_head_model_class",
+    "wrapper_architecture",
+]

@@ -28,7 +28,8 @@ def register() -> None:
     if not str(vllm.__version__).startswith(TESTED_VLLM_VERSIONS):
         logger.warning(
             "logitmlp_hf's vLLM integration was tested with vLLM %s; this is %s",
-            ", ".join(TESTED_VLLM_VERSIONS), vllm.__version__,
+            ", ".join(TESTED_VLLM_VERSIONS),
+            vllm.__version__,
         )
     for arch in list(ModelRegistry.get_supported_archs()):
         if arch.startswith(ARCHITECTURE_PREFIX):

@@ -64,8 +64,13 @@ def head_engine_overrides(model: Any) -> dict[str, Any]:
     # The trainer's dtype, not vLLM's "auto" (which serves float32 checkpoints in 16 bits): rollouts then come from
     # the policy whose log-probs the update recomputes, and the importance-sampling ratios stay at 1.
     dtype = str(unwrap_causal_lm(base).dtype).removeprefix("torch.")
-    return {"model": path, "tokenizer": tokenizer, "revision": revision, "dtype": dtype,
-            "hf_overrides": head_hf_overrides(spec, path, revision, head_config=config)}
+    return {
+        "model": path,
+        "tokenizer": tokenizer,
+        "revision": revision,
+        "dtype": dtype,
+        "hf_overrides": head_hf_overrides(spec, path, revision, head_config=config),
+    }
 
 
 def check_server_serves_head(server_info: dict[str, Any], head_config: Any, url: str = "the server") -> None:
@@ -135,4 +140,9 @@ def use_decoding_head_vllm_generation() -> contextlib.AbstractContextManager[Non
     return _replaced(trl_grpo_trainer, "VLLMGeneration", DecodingHeadVLLMGeneration)
 
 
-__all__ = ["DecodingHeadVLLMGeneration", "check_server_serves_head", "head_engine_overrides", "use_decoding_head_vllm_generation"]
+__all__ = [
+    "DecodingHeadVLLMGeneration",
+    "check_server_serves_head",
+    "head_engine_overrides",
+    "use_decoding_head_vllm_generation",
+]
