@@ -1,4 +1,4 @@
-"""Baseline decoding policies (METHOD.md §6) as plain transformers ``LogitsProcessor`` objects.
+"""Baseline decoding policies (docs/method.md §6) as plain transformers ``LogitsProcessor`` objects.
 
 Every policy here is a temperature policy: it divides the next-token scores by a temperature chosen per row and per
 step, so it is passed to an ordinary ``generate`` call next to (never instead of) transformers' own warpers:

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of per-problem sample outcomes: for each problem a list of correctness flags
 (one per sample) and, for the diversity metrics, the samples' final answers after [`group_equivalent_answers`]
-(``None`` = the sample gave no answer). The metrics are the columns of the source's Table 1 (METHOD.md §4) plus the
+(``None`` = the sample gave no answer). The metrics are the columns of the source's Table 1 (docs/method.md §4) plus the
 unbiased pass@k curve:
 
 | key | meaning (per problem, then averaged over problems) |

@@ -1,6 +1,6 @@
 """GLOBAL-T*: the best fixed temperature of the base model, chosen on a validation split and reported on test.
 
-The strongest static baseline of the source's Table 1 (METHOD.md §4): sweep temperatures of the base model on
+The strongest static baseline of the source's Table 1 (docs/method.md §4): sweep temperatures of the base model on
 validation problems, keep the one with the best selection metric (mean accuracy by default, or ``best@k``), and
 evaluate it on held-out test problems, so the reported number was not tuned on the problems it is reported on.
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CLAIMS", "machine_description", "write_results"]
 
-# The source's Table-1 claims for Qwen3-1.7B (METHOD.md §4), as (row, metric, direction vs GLOBAL-T*).
+# The source's Table-1 claims for Qwen3-1.7B (docs/method.md §4), as (row, metric, direction vs GLOBAL-T*).
 CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("LogitMLP (pass@k)", "best@k", "higher"),
     ("LogitMLP (pass@k)", "answer_entropy", "higher"),
