@@ -159,6 +159,11 @@ def test_report_tables_and_claims_from_known_results(tmp_path):
     assert payload["table"]["LogitMLP (pass@k)"]["best@k"]["value"] == pytest.approx(1.0)
     assert payload["differences_vs_global_t_star"]["LogitMLP (pass@k)"]["best@k"]["value"] == pytest.approx(2 / 3)
     md = report.read_text()
+    # the title states the result, not the hope
+    assert md.splitlines()[0] == (
+        "# LogitMLP on SmolLM2-135M-Instruct vs GLOBAL-T*: 2 of the source's 3 claims hold here "
+        "(LogitMLP (pass@k): best@4 higher than GLOBAL-T*; LogitMLP (pass@k): answer entropy higher than GLOBAL-T*)"
+    )
     assert "| GLOBAL-T* (base, T*=0.5) |" in md and "plots/pareto.png" in md and "`logitmlp x`" in md
     assert (tmp_path / "plots" / "pareto.png").stat().st_size > 0
     assert "best@4" in (tmp_path / "results.txt").read_text()

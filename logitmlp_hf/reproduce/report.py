@@ -81,6 +81,14 @@ def _verdict(diff: MetricValue, direction: str) -> str:
     return "not detected (CI includes 0)"
 
 
+def _claims_headline(claims: list[list[str]]) -> str:
+    """The report's title states the result: how many of the source's claims hold here, and which."""
+    held = [c[0] for c in claims if c[2] == "reproduced"]
+    if not held:
+        return f"none of the source's {len(claims)} claims holds here"
+    return f"{len(held)} of the source's {len(claims)} claims hold{'s' if len(held) == 1 else ''} here ({'; '.join(held)})"
+
+
 def _paired(a: PolicyResults, b: PolicyResults, metric: str, n_resamples: int, seed: int) -> MetricValue:
     return paired_difference(
         [p["correct"] for p in a.problems],
@@ -333,7 +341,7 @@ def _markdown(
         )
     total = sum(timings.values())
     lines = [
-        "# LogitMLP on SmolLM2-135M-Instruct: Table 1, reproduced in shape",
+        f"# LogitMLP on SmolLM2-135M-Instruct vs GLOBAL-T*: {_claims_headline(claims)}",
         "",
         f'Base model: SmolLM2-135M-Instruct (the embedded offline copy), frozen. Task: "What is a + b?" with '
         f"0 ≤ a, b ≤ 20, graded by math-verify. Problems (disjoint, seed {config.seed}): {config.n_train} training, "
@@ -347,7 +355,7 @@ def _markdown(
         _md_table(header, table_rows),
         "",
         f"Values are means over the test problems with 95% percentile-bootstrap intervals ({config.n_resamples} "
-        f"resamples of problems). acc std is the within-problem std of correctness (see `eval_metrics`). "
+        f"resamples of problems). acc std is the within-problem std of correctness (see `logitmlp_hf.evaluation.metrics`). "
         f"GLOBAL-T* = the temperature with the highest validation {sweep.selection_metric.replace('_', ' ')} among "
         f"{', '.join(f'{t:g}' for t in sweep.temperatures)}: T* = {sweep.best_temperature:g}.",
         "",
