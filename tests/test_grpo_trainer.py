@@ -161,6 +161,30 @@ def test_dynamic_sampling_refills_groups_without_signal(tmp_path):
     assert batch["num_items_in_batch"] == batch["completion_mask"].sum()
 
 
+def test_same_seed_trains_the_same_head(tmp_path):
+    # torch seeds its global RNG differently in every process; a new head used to be drawn from it before any
+    # seeding, so two same-seed runs started from different heads (their rewards then diverged at step 2).
+    heads, logs = [], []
+    for process_seed in (1, 2):
+        model = tiny_llama()  # the same frozen base both times
+        torch.manual_seed(process_seed)  # the global RNG state a fresh process would start the trainer with
+        trainer = make_trainer(
+            tmp_path / str(process_seed),
+            reward=prompt_dependent_reward,
+            model=model,
+            max_steps=2,
+            max_dynamic_sampling_rounds=2,
+        )
+        initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        trainer.train()
+        heads.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if n in initial})
+        logs.append(trainer.state.log_history)
+    assert any(not torch.equal(heads[-1][n], initial[n]) for n in initial)  # it trained
+    assert any(entry.get("dynamic_sampling/extra_rounds", 0) > 0 for entry in logs[0])  # refills were drawn
+    for name in heads[0]:
+        assert torch.equal(heads[0][name], heads[1][name]), name
+
+
 def test_all_groups_filtered_is_bounded_and_loud(tmp_path, caplog):
     trainer = make_trainer(
         tmp_path, reward=lambda completions, **kw: [0.0] * len(completions), max_dynamic_sampling_rounds=2

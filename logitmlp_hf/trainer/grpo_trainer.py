@@ -33,7 +33,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, set_seed
 from trl import GRPOTrainer
 from trl.rewards import get_soft_overlong_punishment
 
@@ -118,6 +118,9 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 f"dynamic_sampling needs whole groups on every process: per_device_train_batch_size × "
                 f"steps_per_generation = {local_batch} is not a multiple of num_generations={args.num_generations}"
             )
+        # A new head draws its init from the global RNG, which torch seeds differently in every process: seed it
+        # first (as GRPOTrainer does before it builds a PEFT adapter), or the same seed gives a different head.
+        set_seed(args.seed)
         model = self._as_logitmlp_model(model, args)
         model.config.objective = args.objective
         model.config.pass_k = args.pass_k if args.objective == "pass@k" else None
