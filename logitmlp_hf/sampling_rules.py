@@ -1,4 +1,5 @@
-"""Hand-set sampling rules (temperature, top-k, top-p, min-p, greedy) with *per-row* parameters.
+"""Hand-set sampling rules (temperature, top-k, top-p, min-p, greedy): :class:`SamplingRule`, and the same rules as
+tensor functions with *per-row* parameters.
 
 transformers' warpers take one value for the whole batch; learned decoding policies choose a temperature, a top-p or
 a whole strategy per token or per sequence, so they need the same rules with a value per row. Each function here
@@ -10,7 +11,19 @@ get ``-inf``; the result is float32.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import torch
+from transformers import (
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 
 _NEG_INF = float("-inf")
@@ -94,7 +107,126 @@ def apply_sampling_rules(
     return x
 
 
+def _fmt(value: float) -> str:
+    """Shortest exact spelling of a float, without a trailing ``.0`` (``1.0`` → ``"1"``, ``0.7`` → ``"0.7"``)."""
+    text = repr(float(value))
+    return text.removesuffix(".0")
+
+
+@dataclass(frozen=True)
+class SamplingRule:
+    """A fixed sampling rule: a temperature with optional top-k / top-p / min-p truncation, in ``generate``'s order.
+
+    The package's one representation of a static rule: evaluation policies (:class:`~logitmlp_hf.evaluation.
+    policies.DecodingPolicy`), the sequence adapter's strategies and the baselines all build it, and it turns into
+    transformers' warpers (:meth:`warpers`) or per-row tensor functions (:meth:`apply`), which the tests check agree.
+
+    Args:
+        temperature (`float`, *optional*, defaults to `1.0`): Sampling temperature, ``>= 0``; 0 means greedy.
+        top_k (`int`, *optional*): Keep the ``top_k`` most likely tokens.
+        top_p (`float`, *optional*): Nucleus sampling threshold, in ``(0, 1]``.
+        min_p (`float`, *optional*): Min-p threshold (relative to the top token's probability), in ``[0, 1]``.
+
+    The fields mean what they mean in [`~logitmlp_hf.evaluation.runner.DecodingPolicy`] (transformers' warpers), so a
+    strategy is evaluated with ``parse_policy(strategy.to_policy_string())``.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise types (frozen, hence object.__setattr__) so that e.g. top_p=1 and top_p=1.0 are the same strategy.
+        object.__setattr__(self, "temperature", float(self.temperature))
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}")
+        if self.top_k is not None:
+            if isinstance(self.top_k, bool) or int(self.top_k) != self.top_k or self.top_k < 1:
+                raise ValueError(f"top_k must be an integer >= 1, got {self.top_k}")
+            object.__setattr__(self, "top_k", int(self.top_k))
+        if self.top_p is not None:
+            object.__setattr__(self, "top_p", float(self.top_p))
+            if not 0.0 < self.top_p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.min_p is not None:
+            object.__setattr__(self, "min_p", float(self.min_p))
+            if not 0.0 <= self.min_p <= 1.0:
+                raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0: argmax decoding, which no truncation rule changes."""
+        return self.temperature == 0.0
+
+    @property
+    def name(self) -> str:
+        """A short unique label, e.g. ``"T=0.7,top_p=0.9"`` or ``"T=0"``."""
+        parts = [f"T={_fmt(self.temperature)}"]
+        if self.top_k is not None:
+            parts.append(f"top_k={self.top_k}")
+        if self.top_p is not None:
+            parts.append(f"top_p={_fmt(self.top_p)}")
+        if self.min_p is not None:
+            parts.append(f"min_p={_fmt(self.min_p)}")
+        return ",".join(parts)
+
+    def canonical(self) -> SamplingRule:
+        """The same decoding distribution with no-op settings dropped.
+
+        Greedy drops all truncation (the argmax survives every truncation rule); ``top_p=1`` and ``min_p=0`` keep
+        every token and become ``None``. Two strategies with equal canonical forms decode identically.
+        """
+        if self.greedy:
+            return SamplingRule(temperature=0.0)
+        return SamplingRule(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=None if self.top_p == 1.0 else self.top_p,
+            min_p=None if self.min_p == 0.0 else self.min_p,
+        )
+
+    def to_policy_string(self) -> str:
+        """A policy string for [`~logitmlp_hf.evaluation.runner.parse_policy`], e.g. ``"temperature:0.7:top_p=0.9"``.
+
+        The policy's name defaults to this string (``name`` is not embedded: [`name`] contains ``,`` and ``=``,
+        which the policy syntax reserves).
+        """
+        options = [f"{key}={value if key == 'top_k' else _fmt(value)}" for key, value in self._truncation().items()]
+        spec = f"temperature:{_fmt(self.temperature)}"
+        return f"{spec}:{','.join(options)}" if options else spec
+
+    def _truncation(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in ("top_k", "top_p", "min_p") if getattr(self, key) is not None}
+
+    def warpers(self) -> LogitsProcessorList:
+        """transformers' own warpers for this rule, in ``generate(do_sample=True)``'s order; rules at their neutral
+        value add none. Greedy keeps its truncation at T = 1 (the argmax is the same either way)."""
+        warpers = LogitsProcessorList()
+        if not self.greedy and self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k is not None:
+            warpers.append(TopKLogitsWarper(top_k=self.top_k))
+        if self.top_p is not None and self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=self.top_p))
+        if self.min_p is not None:
+            warpers.append(MinPLogitsWarper(min_p=self.min_p))
+        return warpers
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """The rule on ``logits`` as tensor functions (float32, ``-inf`` for removed tokens); greedy keeps the argmax."""
+        return apply_sampling_rules(logits, self.temperature, self.top_k, self.top_p, self.min_p)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingRule:
+        return cls(**{key: data[key] for key in ("temperature", "top_k", "top_p", "min_p") if key in data})
+
+
 __all__ = [
+    "SamplingRule",
     "apply_sampling_rules",
     "greedy_logits",
     "min_p_logits",

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from logitmlp_hf.evaluation.metrics import MetricValue, per_problem_metrics
 from logitmlp_hf.evaluation.policies import DecodingPolicy, parse_policy
@@ -295,3 +296,29 @@ def test_pool_to_action_set_end_to_end():
     assert selection.value == pytest.approx(4.0)
     chosen = [pool[i] for i in selection.indices]
     assert [parse_policy(s.to_policy_string()).temperature for s in chosen] == [0.0, 1.2, 1.2]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        SamplingStrategy(0.7),
+        SamplingStrategy(1.0, top_k=5),
+        SamplingStrategy(0.8, top_p=0.9),
+        SamplingStrategy(1.2, top_k=20, top_p=0.95, min_p=0.05),
+        SamplingStrategy(1.0, top_p=1.0, min_p=0.0),
+    ],
+)
+def test_one_rule_two_forms_warpers_and_tensor_functions_agree(rule):
+    from logitmlp_hf.evaluation.policies import parse_policy
+    from logitmlp_hf.sampling_rules import SamplingRule
+
+    assert SamplingStrategy is SamplingRule
+    logits = torch.randn(3, 200, generator=torch.Generator().manual_seed(0))
+    by_warpers = logits.clone()
+    for warper in rule.warpers():
+        by_warpers = warper(None, by_warpers)
+    by_functions = rule.apply(logits)
+    assert torch.equal(torch.isneginf(by_warpers), torch.isneginf(by_functions))
+    kept = ~torch.isneginf(by_functions)
+    assert torch.allclose(by_warpers[kept], by_functions[kept], atol=1e-6)
+    assert parse_policy(rule.to_policy_string()).rule == rule  # the evaluation policy holds the same rule

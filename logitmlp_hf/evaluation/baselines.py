@@ -42,14 +42,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from transformers import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    MinPLogitsWarper,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from ..sampling_rules import SamplingRule
 
 
 logger = logging.getLogger(__name__)
@@ -393,21 +388,11 @@ def static_warpers(
     min_p: float | None = None,
 ) -> LogitsProcessorList:
     r"""
-    The static decoders as transformers' own warpers, in generate's order (temperature, top-k, top-p, min-p).
-
-    Equivalent to passing the same ``generate`` arguments; useful where a processor list is needed (e.g. to score a
-    sequence under a static policy). Arguments left at their neutral value add no warper.
+    The static decoders as transformers' own warpers, in generate's order (temperature, top-k, top-p, min-p):
+    :meth:`~logitmlp_hf.sampling_rules.SamplingRule.warpers` of the same rule (``top_k=0`` means no top-k, as in
+    ``generate``). Arguments left at their neutral value add no warper.
     """
-    warpers = LogitsProcessorList()
-    if temperature != 1.0:
-        warpers.append(TemperatureLogitsWarper(float(temperature)))
-    if top_k:
-        warpers.append(TopKLogitsWarper(top_k=int(top_k)))
-    if top_p is not None and top_p < 1.0:
-        warpers.append(TopPLogitsWarper(top_p=float(top_p)))
-    if min_p is not None:
-        warpers.append(MinPLogitsWarper(min_p=float(min_p)))
-    return warpers
+    return SamplingRule(temperature, top_k=top_k or None, top_p=top_p, min_p=min_p).warpers()
 
 
 #: Baseline temperature policies by name, for :func:`make_baseline_processor`.

@@ -4,13 +4,14 @@ decoding head, or a baseline logits processor — and the ``generate()`` process
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import LogitsProcessor
+
+from ..sampling_rules import SamplingRule
 
 
 POLICY_KINDS = ("temperature", "head", "baseline")
@@ -58,16 +59,14 @@ class DecodingPolicy:
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"policy kind must be one of {POLICY_KINDS}, got {self.kind!r}")
-        if self.temperature < 0 or not math.isfinite(self.temperature):
-            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        self.rule  # noqa: B018 - validates temperature / top-k / top-p / min-p as the one sampling rule does
         if self.kind == "baseline" and not self.baseline:
             raise ValueError("a baseline policy needs a baseline name")
+
+    @property
+    def rule(self) -> SamplingRule:
+        """The static sampling rule applied after the model (or its head): temperature, then truncation."""
+        return SamplingRule(self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p)
 
     @property
     def greedy(self) -> bool:
@@ -163,11 +162,9 @@ def parse_policy(spec: str) -> DecodingPolicy:
 
 
 def policy_warpers(policy: DecodingPolicy) -> list[LogitsProcessor]:
-    """transformers' own warpers, in the order ``generate(do_sample=True)`` applies them."""
-    from .baselines import static_warpers
-
-    temperature = 1.0 if policy.greedy else policy.temperature
-    return list(static_warpers(temperature, top_k=policy.top_k, top_p=policy.top_p, min_p=policy.min_p))
+    """transformers' own warpers for the policy's sampling rule, in the order ``generate(do_sample=True)`` applies
+    them."""
+    return list(policy.rule.warpers())
 
 
 def baseline_processors(

@@ -52,4 +52,5 @@ class SeededGumbelSampler(LogitsProcessor):
         gumbel = noise.clamp_(min=tiny, max=1.0 - 2**-24).log_().neg_().log_().neg_()
         return gumbel.add_(scores.float())
 
+
 __all__ = ["SeededGumbelSampler", "sample_seed"]
