@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
+from ..errors import DataFileError
 from .metrics import NO_ANSWER_MODES, compute_metrics, group_equivalent_answers
 from .policies import DecodingPolicy, baseline_processors, parse_policy, policy_warpers
 from .results import EvalResults, PolicyResults, library_versions
@@ -113,8 +114,8 @@ def load_eval_dataset(
         path = benchmark_path(name)
         full = data.load_gsm8k_jsonl(path, **kwargs) if name == "gsm8k" else data.load_math_jsonl(path, **kwargs)
     elif name.endswith((".jsonl", ".json")) and os.path.isfile(name):
-        with open(name, encoding="utf-8") as f:
-            first = json.loads(next(line for line in f if line.strip()))
+        # The first row tells the format (the loaders then check every row, with its line number).
+        [(line, first)] = data.read_jsonl_rows(name, limit=1)
         if "reward_model" in first or isinstance(first.get("prompt"), list):
             full = data.load_dapo_math(name, **kwargs)
         elif "problem" in first:
@@ -122,14 +123,26 @@ def load_eval_dataset(
         elif "question" in first:
             full = data.load_gsm8k_jsonl(name, **kwargs)
         else:
-            raise ValueError(f"{name}: cannot tell the format from its fields {sorted(first)}")
+            raise DataFileError(
+                f"{name}:{line}: cannot tell the format from its fields {sorted(first)}; expected 'problem' and "
+                "'answer' (MATH), 'question' and 'answer' (GSM8K), or 'prompt' and 'reward_model' (DAPO)",
+                name,
+                line,
+            )
     else:
         full = data.load_dapo_math(name, split=dapo_split, **kwargs)
     if split == "validation":
-        return full.select(range(min(n_validation, len(full))))
-    start = min(n_validation, len(full))
-    stop = len(full) if n_problems is None else min(len(full), start + n_problems)
-    return full.select(range(start, stop))
+        selected = full.select(range(min(n_validation, len(full))))
+    else:
+        start = min(n_validation, len(full))
+        stop = len(full) if n_problems is None else min(len(full), start + n_problems)
+        selected = full.select(range(start, stop))
+    if len(selected) == 0:
+        raise ValueError(
+            f"the {split} split of {name} is empty: it has {len(full)} problems, n_validation={n_validation} of them "
+            f"held out for validation, n_problems={n_problems}"
+        )
+    return selected
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -264,13 +277,20 @@ def evaluate(
         raise ValueError(f"policy names must be unique, got {names}")
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
+    # A None reference would become the string "None", which \boxed{None} then matches.
+    references = ["" if a is None else str(a) for a in dataset["answer"]]
+    missing = [i for i, a in enumerate(references) if not a.strip()]
+    if missing:
+        raise ValueError(
+            f"dataset row {missing[0]} has no reference answer ({dataset['answer'][missing[0]]!r}); "
+            f"{len(missing)} of {len(dataset)} rows lack one. Every problem needs a non-empty 'answer' to grade against"
+        )
 
     models = _PolicyModels(model_or_base)
     device = next(models.base.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(models.base, tokenizer)
     prompt_ids = prompt_token_ids(tokenizer, dataset)
-    references = [str(a) for a in dataset["answer"]]
     questions = dataset["question"] if "question" in dataset.column_names else [None] * len(dataset)
     # Longest prompts first: batches of similar length waste less compute on padding, and an out-of-memory error
     # shows up in the first batch rather than the last. The order does not change any sample.
