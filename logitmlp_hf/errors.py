@@ -45,6 +45,11 @@ class MissingFieldError(DataFileError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RolloutsMismatchError(LogitMLPError, ValueError):
+    """Rollouts record a model or tokenizer other than the one asked to analyse them: their token ids and
+    log-probabilities would be read against the wrong vocabulary or distribution."""
+
+
 def json_snippet(value: object, width: int = 80) -> str:
     """A value as a JSON file shows it (``null``, ``true``, ``"text"``), cut to ``width`` characters, for messages."""
     try:

@@ -7,13 +7,18 @@ trainer is built.
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 
 import pytest
-from conftest import char_tokenizer, tiny_llama
+from conftest import VOCAB, char_tokenizer, tiny_llama
 from datasets import Dataset
 
-from logitmlp_hf.errors import DataFileError, MissingFieldError
+from logitmlp_hf import LogitMLPForCausalLM
+from logitmlp_hf.analysis.per_token import analyze_rollouts, load_rollouts
+from logitmlp_hf.cli.analyze import AnalyzeCommand
+from logitmlp_hf.errors import DataFileError, MissingFieldError, RolloutsMismatchError
 from logitmlp_hf.evaluation.runner import evaluate, load_eval_dataset
 from logitmlp_hf.tasks.data import load_gsm8k_jsonl, load_math_jsonl
 
@@ -103,3 +108,127 @@ def test_evaluate_refuses_a_dataset_without_reference_answers():
     dataset = Dataset.from_dict({"question": ["a", "b"], "answer": ["1", None]})
     with pytest.raises(ValueError, match="row 1 has no reference answer"):
         evaluate(tiny_llama(), char_tokenizer(), dataset, ["temperature:1.0"], n_samples=1, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- rollouts
+def rollout(prompt_ids=[5, 6, 7], completion_ids=[8, 9], **extra) -> str:  # noqa: B006 (never mutated)
+    return json.dumps({"prompt_ids": prompt_ids, "completion_ids": completion_ids, **extra})
+
+
+@pytest.mark.parametrize(
+    "field, ids, shown",
+    [
+        ("completion_ids", [8, "9"], '"9"'),
+        ("completion_ids", [8, 9.5], "9.5"),
+        ("prompt_ids", [True, 5], "true"),
+        ("prompt_ids", [5, -1], "-1"),
+        ("completion_ids", "89", '"89"'),
+        ("prompt_ids", [], r"\[\]"),
+    ],
+)
+def test_load_rollouts_refuses_bad_token_ids_with_file_and_line(tmp_path, field, ids, shown):
+    path = write_lines(tmp_path / "r.jsonl", rollout(), "", rollout(**{field: ids}))
+    with pytest.raises(DataFileError, match=rf"r\.jsonl:3: field '{field}' .*{shown}.*; expected") as info:
+        load_rollouts(path)
+    assert (info.value.line, info.value.field) == (3, field)
+
+
+def test_analyze_refuses_token_ids_outside_the_vocabulary_with_file_and_line(tmp_path):
+    path = write_lines(tmp_path / "r.jsonl", rollout(), rollout(completion_ids=[8, VOCAB]))
+    model = LogitMLPForCausalLM.from_base_model(tiny_llama()).eval()
+    with pytest.raises(DataFileError, match=rf"r\.jsonl:2: field 'completion_ids' holds token id {VOCAB}, outside"):
+        analyze_rollouts(model, char_tokenizer(), load_rollouts(path))
+    in_memory = [json.loads(rollout()), json.loads(rollout(prompt_ids=[VOCAB + 5]))]
+    with pytest.raises(DataFileError, match=rf"rollout 1: field 'prompt_ids' holds token id {VOCAB + 5}"):
+        analyze_rollouts(model, char_tokenizer(), in_memory)
+
+
+@pytest.mark.parametrize("content", ["", "\n \n"])
+def test_empty_rollouts_file_is_a_clear_error(tmp_path, content):
+    (tmp_path / "r.jsonl").write_text(content)
+    with pytest.raises(DataFileError, match=r"r\.jsonl: no rollouts"):
+        load_rollouts(tmp_path / "r.jsonl")
+
+
+def test_rollouts_file_lines_must_be_objects_with_both_id_lists(tmp_path):
+    write_lines(tmp_path / "r.jsonl", rollout(), "[1, 2]")
+    with pytest.raises(DataFileError, match=r"r\.jsonl:2: expected a JSON object"):
+        load_rollouts(tmp_path / "r.jsonl")
+    write_lines(tmp_path / "r.jsonl", "{oops")
+    with pytest.raises(DataFileError, match=r"r\.jsonl:1: not valid JSON"):
+        load_rollouts(tmp_path / "r.jsonl")
+
+
+@pytest.fixture(scope="module")
+def eval_rollouts(tmp_path_factory):
+    """Rollouts written by `evaluate` from a tiny model named tiny/llama-a."""
+    model = tiny_llama()
+    model.name_or_path = "tiny/llama-a"
+    questions = ["What is 1 + 1?", "What is 2 + 2?"]
+    dataset = Dataset.from_dict(
+        {"prompt": [[{"role": "user", "content": q}] for q in questions], "answer": ["2", "4"], "question": questions}
+    )
+    path = tmp_path_factory.mktemp("eval") / "rollouts.jsonl"
+    evaluate(model, char_tokenizer(), dataset, ["temperature:1.0"], n_samples=2, max_new_tokens=4, progress=False,
+             n_resamples=10, rollouts_path=path)  # fmt: skip
+    return path
+
+
+def head_on(name: str) -> LogitMLPForCausalLM:
+    base = tiny_llama(seed=1)
+    base.name_or_path = name
+    return LogitMLPForCausalLM.from_base_model(base).eval()
+
+
+def test_rollouts_record_the_model_and_tokenizer_that_made_them(eval_rollouts):
+    rows = load_rollouts(eval_rollouts)
+    assert {r["model"] for r in rows} == {"tiny/llama-a"}
+    assert len({r["tokenizer_hash"] for r in rows}) == 1 and rows[0]["tokenizer_hash"].startswith("sha256:")
+    assert all("tokenizer" in r for r in rows)
+
+
+def test_analyze_refuses_rollouts_of_another_model_or_tokenizer(eval_rollouts, caplog, tmp_path):
+    rows, tokenizer = load_rollouts(eval_rollouts), char_tokenizer()
+    with pytest.raises(RolloutsMismatchError, match=r"rollouts\.jsonl:1: .*model 'tiny/llama-a'.*'tiny/llama-b'"):
+        analyze_rollouts(head_on("tiny/llama-b"), tokenizer, rows)
+    assert len(analyze_rollouts(head_on("tiny/llama-b"), tokenizer, rows, allow_other_model=True)) > 0
+    assert len(analyze_rollouts(head_on("tiny/llama-a"), tokenizer, rows)) > 0  # the same model, another copy
+
+    other_tokenizer = char_tokenizer()
+    other_tokenizer.add_tokens(["<extra>"])
+    with pytest.raises(RolloutsMismatchError, match="tokenizer"):
+        analyze_rollouts(head_on("tiny/llama-a"), other_tokenizer, rows)
+
+    # files written before rollouts recorded their source still load and analyse, with a warning
+    old = [json.dumps({k: v for k, v in r.items() if k not in ("model", "tokenizer", "tokenizer_hash")}) for r in rows]
+    write_lines(tmp_path / "old.jsonl", *old)
+    with caplog.at_level(logging.WARNING):
+        assert len(analyze_rollouts(head_on("tiny/llama-b"), tokenizer, load_rollouts(tmp_path / "old.jsonl"))) > 0
+    assert "rollouts of" in caplog.text and "old.jsonl do not record the model" in caplog.text
+
+
+def analyze_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    AnalyzeCommand().add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_analyze_cli_checks_the_rollouts_file_before_loading_any_model(tmp_path):
+    (tmp_path / "r.jsonl").write_text("")
+    args = analyze_args("--rollouts", str(tmp_path / "r.jsonl"), "--base-model", str(tmp_path / "no-such-model"))
+    with pytest.raises(DataFileError, match="no rollouts"):
+        AnalyzeCommand().run(args)
+    write_lines(tmp_path / "r.jsonl", rollout(completion_ids=[]))
+    with pytest.raises(DataFileError, match="no completion tokens"):
+        AnalyzeCommand().run(args)
+
+
+def test_analyze_cli_refuses_another_models_rollouts_unless_told(tmp_path, monkeypatch, eval_rollouts):
+    base_dir = tmp_path / "tiny-base"
+    tiny_llama().save_pretrained(base_dir)
+    char_tokenizer().save_pretrained(base_dir)
+    monkeypatch.setattr("logitmlp_hf.cli.analyze.write_report", lambda *a, **k: tmp_path / "report.md")
+    argv = ["--rollouts", str(eval_rollouts), "--base-model", str(base_dir), "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(RolloutsMismatchError, match="--allow-other-model"):
+        AnalyzeCommand().run(analyze_args(*argv))
+    assert AnalyzeCommand().run(analyze_args(*argv, "--allow-other-model")) == 0
