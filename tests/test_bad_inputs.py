@@ -15,7 +15,7 @@ import pytest
 from conftest import VOCAB, char_tokenizer, tiny_llama
 from datasets import Dataset
 
-from logitmlp_hf import LogitMLPForCausalLM
+from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
 from logitmlp_hf.analysis.per_token import analyze_rollouts, load_rollouts
 from logitmlp_hf.cli.analyze import AnalyzeCommand
 from logitmlp_hf.errors import DataFileError, MissingFieldError, RolloutsMismatchError
@@ -232,3 +232,37 @@ def test_analyze_cli_refuses_another_models_rollouts_unless_told(tmp_path, monke
     with pytest.raises(RolloutsMismatchError, match="--allow-other-model"):
         AnalyzeCommand().run(analyze_args(*argv))
     assert AnalyzeCommand().run(analyze_args(*argv, "--allow-other-model")) == 0
+
+
+# ------------------------------------------------------------------------------------- config and trainer
+def grpo_config(tmp_path, **kwargs) -> LogitMLPGRPOConfig:
+    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
+                    max_completion_length=4, report_to=[], use_cpu=True, save_strategy="no")  # fmt: skip
+    return LogitMLPGRPOConfig(**{**defaults, **kwargs})
+
+
+def test_pass1_default_pass_k_accepts_two_generations(tmp_path):
+    assert grpo_config(tmp_path, num_generations=2).objective == "pass@1"
+    with pytest.raises(ValueError, match="pass_k=4 must be between 1 and num_generations=2"):
+        grpo_config(tmp_path, num_generations=2, objective="pass@k")
+
+
+def test_pass_k_is_checked_against_num_generations_eval(tmp_path):
+    with pytest.raises(ValueError, match="pass_k=4 .*num_generations_eval=2"):
+        grpo_config(tmp_path, num_generations=4, num_generations_eval=2, objective="pass@k", pass_k=4)
+    grpo_config(tmp_path, num_generations=4, num_generations_eval=4, objective="pass@k", pass_k=4)
+    grpo_config(tmp_path, num_generations=4, num_generations_eval=2, objective="pass@1")  # logged pass@k clamps
+
+
+@pytest.mark.parametrize("n_prompts, match", [(0, "train_dataset is empty"), (3, "has 3 prompts, fewer than")])
+def test_empty_or_too_small_training_dataset_is_refused_at_construction(tmp_path, n_prompts, match):
+    # 8 rollouts per step / 2 generations = 4 prompts per generation batch
+    prompts = [[{"role": "user", "content": f"Say {i}"}] for i in range(n_prompts)]
+    with pytest.raises(ValueError, match=match):
+        LogitMLPGRPOTrainer(
+            model=tiny_llama(),
+            reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+            args=grpo_config(tmp_path, per_device_train_batch_size=8),
+            train_dataset=Dataset.from_dict({"prompt": prompts}),
+            processing_class=char_tokenizer(),
+        )
