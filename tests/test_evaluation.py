@@ -21,6 +21,7 @@ from logitmlp_hf.evaluation.sweep import global_temperature_sweep, pareto_plot, 
 
 
 ROLLOUT_FIELDS = {"problem_id", "sample", "policy", "prompt_ids", "completion_ids", "completion", "answer", "correct"}
+ROLLOUT_FIELDS |= {"model", "tokenizer", "tokenizer_hash"}  # what made the token ids
 
 
 def stub_dataset(n: int = 5) -> Dataset:

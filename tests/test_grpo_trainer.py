@@ -214,7 +214,8 @@ def test_a_raising_reward_function_gives_a_clear_error(tmp_path):
     [
         ({"beta": 0.1}, "beta must be 0"),
         ({"gradient_checkpointing": True}, "gradient_checkpointing"),
-        ({"pass_k": 5}, "pass_k=5"),
+        ({"pass_k": 5, "objective": "pass@k"}, "pass_k=5"),
+        ({"pass_k": 0}, "pass_k must be at least 1"),
         ({"objective": "pass@2"}, "objective"),
         ({"use_vllm": True, "vllm_enable_sleep_mode": True}, "sleep mode"),
     ],

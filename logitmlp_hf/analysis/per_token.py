@@ -19,7 +19,6 @@ Command line (offline; without ``--rollouts`` a small set of arithmetic rollouts
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import DataFileError, MissingFieldError, RolloutsMismatchError, json_snippet
 from ..features import kl_from_log_probs, logit_statistics
 from ..modeling import DecodingHeadForCausalLM
 
@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_TOP1_BINS",
     "TokenAnalysis",
     "analyze_rollouts",
+    "check_rollouts",
     "effective_temperature",
     "effective_temperature_summary",
     "following_words",
@@ -64,32 +65,152 @@ T_MIN, T_MAX = 0.05, 20.0
 
 
 # ---------------------------------------------------------------------------------------------------- rollouts
+class _FileRow(dict):
+    """A rollout read from a file: a plain dict that also knows its ``path:line``, so that checks made later (token
+    ids against the model's vocabulary, the recorded model) can name it, even after the rows were filtered."""
+
+    __slots__ = ("location",)
+
+
+_SOURCE_FIELDS = ("model", "tokenizer", "tokenizer_hash")
+
+
+def _where(row: dict[str, Any], index: int) -> tuple[str, str | None, int | None]:
+    """``(text, path, line)`` naming a rollout: its ``path:line`` if it came from a file, else its index."""
+    location = getattr(row, "location", None)
+    if location is None:
+        return f"rollout {index}", None, None
+    path, line = location
+    return f"{path}:{line}", path, line
+
+
+def _check_rollout(row: Any, index: int, vocab_size: int | None = None) -> None:
+    """Raise :class:`DataFileError` unless ``row`` is an object with non-empty ``prompt_ids`` and a ``completion_ids``
+    list of token ids (ints in ``[0, vocab_size)``) and string-or-null source fields."""
+    if not isinstance(row, dict):
+        raise DataFileError(f"rollout {index}: expected an object (dict), got {type(row).__name__}")
+    where, path, line = _where(row, index)
+    allowed = f"[0, {vocab_size})" if vocab_size is not None else "[0, vocab)"
+    for key in ("prompt_ids", "completion_ids"):
+        if key not in row:
+            raise MissingFieldError(
+                f"{where}: no field {key!r} (the row has {sorted(row)}); expected an object with prompt_ids and "
+                "completion_ids, as `logitmlp eval --save-rollouts` writes it",
+                path,
+                line,
+                key,
+            )
+        ids = row[key]
+        expected = f"expected a {'non-empty ' if key == 'prompt_ids' else ''}list of integer token ids in {allowed}"
+        if not isinstance(ids, (list, tuple)) or (key == "prompt_ids" and not ids):
+            raise DataFileError(f"{where}: field {key!r} is {json_snippet(ids)}; {expected}", path, line, key)
+        bad = next(((p, t) for p, t in enumerate(ids) if type(t) is not int or t < 0), None)  # bool is not int
+        if bad is not None:
+            position, token = bad
+            raise DataFileError(
+                f"{where}: field {key!r} holds {json_snippet(token)} at index {position}; {expected}", path, line, key
+            )
+        if vocab_size is not None and ids and max(ids) >= vocab_size:
+            token = max(ids)
+            raise DataFileError(
+                f"{where}: field {key!r} holds token id {token}, outside [0, {vocab_size}) (the model's vocabulary) at "
+                f"index {list(ids).index(token)}; were these rollouts made with another tokenizer?",
+                path,
+                line,
+                key,
+            )
+    for key in _SOURCE_FIELDS:
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise DataFileError(
+                f"{where}: field {key!r} is {json_snippet(row[key])}; expected a string or null", path, line, key
+            )
+
+
 def load_rollouts(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
     """Read a rollouts JSONL file (one object per sample, as ``logitmlp eval --save-rollouts`` writes it).
 
+    Every row is checked as it is read (a JSON object, ``prompt_ids`` a non-empty and ``completion_ids`` a list of
+    non-negative integers); :func:`analyze_rollouts` later checks the ids against the model's vocabulary and the
+    recorded model and tokenizer against its own, naming each row by ``path:line``.
+
     Args:
         path (`str` or `os.PathLike`): the ``.jsonl`` file.
-        limit (`int`, *optional*): keep only the first ``limit`` rollouts.
+        limit (`int`, *optional*): keep only the first ``limit`` rollouts (at least 1).
 
     Returns:
         `list[dict]`: each with at least ``prompt_ids`` and ``completion_ids`` (lists of ints); the other fields
-        (``problem_id``, ``sample``, ``policy``, ``completion``, ``answer``, ``correct``) are kept as they are.
+        (``problem_id``, ``sample``, ``policy``, ``completion``, ``answer``, ``correct``, and ``model``,
+        ``tokenizer``, ``tokenizer_hash`` in files that record them, see
+        :func:`~logitmlp_hf.evaluation.runner.rollout_source`) are kept as they are.
 
     Raises:
-        ValueError: a line is not a JSON object with ``prompt_ids`` and ``completion_ids``.
+        [`~logitmlp_hf.errors.DataFileError`]: the file holds no rollouts, or a line is not a JSON object with such
+        ``prompt_ids`` and ``completion_ids`` (the message names ``path:line``, the field and the value).
     """
+    from ..tasks.data import read_jsonl_rows
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
     rollouts = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if limit is not None and len(rollouts) >= limit:
-                break
-            row = json.loads(line)
-            if not isinstance(row, dict) or "prompt_ids" not in row or "completion_ids" not in row:
-                raise ValueError(f"{path}:{line_no}: expected an object with prompt_ids and completion_ids")
-            rollouts.append(row)
+    for line, row in read_jsonl_rows(path, limit, what="rollouts"):
+        row = _FileRow(row)
+        row.location = (str(path), line)
+        _check_rollout(row, len(rollouts))
+        rollouts.append(row)
     return rollouts
+
+
+def _vocab_size(model: DecodingHeadForCausalLM) -> int:
+    """Rows of the base's input embedding: every prompt and completion id is fed to it."""
+    return int(model.get_input_embeddings().num_embeddings)
+
+
+def check_rollouts(
+    rollouts: Sequence[dict[str, Any]], model: DecodingHeadForCausalLM, tokenizer, allow_other_model: bool = False
+) -> None:
+    """Check rollouts against the model and tokenizer about to analyse them, before any forward pass.
+
+    Raises:
+        [`~logitmlp_hf.errors.DataFileError`]: a row is malformed, or holds a token id outside the model's vocabulary.
+        [`~logitmlp_hf.errors.RolloutsMismatchError`]: a row records another model (``model``, compared when both
+            are known) or another vocabulary (``tokenizer_hash``) than ``model`` and ``tokenizer``; skipped when
+            ``allow_other_model``.
+    """
+    from ..evaluation.runner import rollout_source
+
+    vocab_size = _vocab_size(model)
+    own = rollout_source(model, tokenizer)
+    unrecorded: Counter[str] = Counter()  # per file: rows from files written before the source was recorded
+    for i, row in enumerate(rollouts):
+        _check_rollout(row, i, vocab_size)
+        if isinstance(row, _FileRow) and not any(row.get(key) for key in _SOURCE_FIELDS):
+            unrecorded[row.location[0]] += 1
+        if allow_other_model:
+            continue
+        where = _where(row, i)[0]
+        recorded = row.get("model")
+        if recorded and own["model"] and os.path.normpath(recorded) != os.path.normpath(own["model"]):
+            raise RolloutsMismatchError(
+                f"{where}: these rollouts were sampled from model {recorded!r}, but the model analysing them is "
+                f"{own['model']!r}; the analysis must teacher-force them through the model that sampled them. Load "
+                f"{recorded!r} (--base-model, or a head trained on it), or, if both names point to the same weights, "
+                "pass allow_other_model=True (--allow-other-model)."
+            )
+        if row.get("tokenizer_hash") and row["tokenizer_hash"] != own["tokenizer_hash"]:
+            raise RolloutsMismatchError(
+                f"{where}: these rollouts were tokenized by tokenizer {row.get('tokenizer')!r} (vocabulary "
+                f"{row['tokenizer_hash']}), but the tokenizer given is {own['tokenizer']!r} (vocabulary "
+                f"{own['tokenizer_hash']}): the same ids would be other tokens. Use the tokenizer that made them, or "
+                "pass allow_other_model=True (--allow-other-model) to analyse them anyway."
+            )
+    for path, count in unrecorded.items():
+        logger.warning(
+            "%d rollouts of %s do not record the model and tokenizer that made them (written before rollouts recorded "
+            "them): cannot check that they come from %s",
+            count,
+            path,
+            own["model"] or "the model analysing them",
+        )
 
 
 # ------------------------------------------------------------------------------------------------ T* solver
@@ -433,6 +554,7 @@ def analyze_rollouts(
     batch_size: int = 16,
     active_kl: float = 0.01,
     chunk_rows: int = 512,
+    allow_other_model: bool = False,
 ) -> TokenAnalysis:
     r"""Teacher-force rollouts through base + head and collect per-completion-token statistics.
 
@@ -449,9 +571,15 @@ def analyze_rollouts(
         batch_size (`int`, *optional*, defaults to `16`): rollouts per forward pass.
         active_kl (`float`, *optional*, defaults to `0.01`): KL above which a position is "active" (gets a ``T*``).
         chunk_rows (`int`, *optional*, defaults to `512`): positions reduced at once after each forward.
+        allow_other_model (`bool`, *optional*, defaults to `False`): analyse rollouts that record another model or
+            tokenizer than ``model`` and ``tokenizer`` (e.g. the same weights under another path).
 
     Returns:
         :class:`TokenAnalysis`.
+
+    Raises:
+        [`~logitmlp_hf.errors.DataFileError`], [`~logitmlp_hf.errors.RolloutsMismatchError`]: see
+        :func:`check_rollouts`, which runs first.
 
     Example:
 
@@ -465,6 +593,7 @@ def analyze_rollouts(
         raise ValueError(f"{type(model).__name__} decides once per sequence; per-token analysis does not apply")
     if not model.head_enabled:
         logger.warning("the head is disabled: every KL will be 0")
+    check_rollouts(rollouts, model, tokenizer, allow_other_model=allow_other_model)
     device = model.get_output_embeddings().weight.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = length_order(rollouts)
@@ -777,11 +906,14 @@ def generate_arithmetic_rollouts(
     The answer is the last number in the completion; ``correct`` compares it with ``a + b``. Meant for a quick,
     offline look at a head; real analyses should use rollouts saved by ``logitmlp eval --save-rollouts``.
     """
+    from ..evaluation.runner import rollout_source
+
     rng = random.Random(seed)
     problems = [(rng.randint(1, max_operand), rng.randint(1, max_operand)) for _ in range(n_problems)]
     device = model.get_output_embeddings().weight.device
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tokenizer.eos_token_id])
+    source = rollout_source(model, tokenizer)
     rollouts = []
     for problem_id, (a, b) in enumerate(problems):
         messages = [{"role": "user", "content": f"What is {a} + {b}?"}]
@@ -817,6 +949,7 @@ def generate_arithmetic_rollouts(
                     "completion": completion,
                     "answer": answer,
                     "correct": answer is not None and float(answer) == a + b,
+                    **source,
                 }
             )
     return rollouts

@@ -12,6 +12,7 @@ import torch
 
 from ..analysis.per_token import analyze_rollouts, generate_arithmetic_rollouts, load_rollouts
 from ..analysis.report import write_report
+from ..errors import DataFileError
 from ..heads.registry import decoding_head_type, registered_head_types
 from ..hub.head_repo import load_head_config
 from ..hub.offline_model import EMBEDDED_MODEL_ID
@@ -28,7 +29,9 @@ effective temperature (the single temperature closest to the head's distribution
 candidates and the head's own choices. Writes plots, report.md, report.html and summary.json to --output-dir.
 
 Rollouts come from `logitmlp eval --save-rollouts` (--rollouts); without them a small arithmetic set is sampled from
-the head first. Without --head a fresh head is analysed (a dry run of the report).
+the head first. Without --head a fresh head is analysed (a dry run of the report). Rollouts record the model and
+tokenizer that made them; those of another model or vocabulary are refused (--allow-other-model to analyse them
+anyway), and every row is checked (token ids in the vocabulary) before the model runs.
 
 Example:
   logitmlp eval --policy head:outputs/demo-head --n-problems 20 --max-new-tokens 48 --save-rollouts
@@ -66,6 +69,12 @@ class AnalyzeCommand(Command):
         parser.add_argument("--output-dir", type=Path, default=Path("outputs/analysis"), help="where the report goes")
         add_model_options(
             parser, base_help="base model id or path (default: the head's base, or the embedded SmolLM2 offline)"
+        )
+        parser.add_argument(
+            "--allow-other-model",
+            action="store_true",
+            help="analyse --rollouts that record another model or tokenizer than the one loaded (e.g. the same "
+            "weights under another path); by default they are refused",
         )
         parser.add_argument("--max-rollouts", type=int, default=None, help="analyse only the first N rollouts")
         parser.add_argument("--batch-size", type=int, default=16, help="rollouts per teacher-forced forward pass")
@@ -106,10 +115,17 @@ class AnalyzeCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        rollouts = None
+        if args.rollouts is not None:  # the file is checked before any model is loaded
+            rollouts = load_rollouts(args.rollouts, limit=args.max_rollouts)
+            if not any(r["completion_ids"] for r in rollouts):
+                raise DataFileError(
+                    f"{args.rollouts}: no completion tokens in its {len(rollouts)} rollouts; nothing to analyse",
+                    args.rollouts,
+                )
         print(f"Loading {args.base_model or 'the base model'} and {args.head or 'a fresh head'} ...", flush=True)
         model, tokenizer = self.load_model(args)
-        if args.rollouts is not None:
-            rollouts = load_rollouts(args.rollouts, limit=args.max_rollouts)
+        if rollouts is not None:
             source = str(args.rollouts)
         else:
             print(
@@ -127,7 +143,14 @@ class AnalyzeCommand(Command):
                     f.write(json.dumps(row) + "\n")
             source = f"{path} (generated)"
         print(f"Teacher-forcing {len(rollouts)} rollouts ...", flush=True)
-        analysis = analyze_rollouts(model, tokenizer, rollouts, batch_size=args.batch_size, active_kl=args.active_kl)
+        analysis = analyze_rollouts(
+            model,
+            tokenizer,
+            rollouts,
+            batch_size=args.batch_size,
+            active_kl=args.active_kl,
+            allow_other_model=args.allow_other_model,
+        )
         report = write_report(
             analysis,
             tokenizer,

@@ -19,14 +19,24 @@ Command line (wired into the ``logitmlp`` console script)::
     logitmlp eval --policy temperature:0.6:top_p=0.95 --policy baseline:entropy_guided:t_low=0.6,t_high=1.2 \\
         --dataset math500 --n-samples 8 --save-rollouts
 
-Rollouts are written one JSON object per sample::
+Rollouts are written one JSON object per sample (JSON Lines, so ``datasets.load_dataset("json", ...)`` and
+``pandas.read_json(..., lines=True)`` read them as they are)::
 
     {"problem_id": int, "sample": int, "policy": str, "prompt_ids": [int], "completion_ids": [int],
-     "completion": str, "answer": str | null, "correct": bool}
+     "completion": str, "answer": str | null, "correct": bool,
+     "model": str | null, "tokenizer": str | null, "tokenizer_hash": str}
+
+The last three say what made the token ids ([`rollout_source`]), on every row so that filtered or concatenated files
+keep them: ``model`` is the base model's ``name_or_path`` (the portable id, as a head's ``base_model_name_or_path``;
+``null`` for a model built in code), ``tokenizer`` the tokenizer's ``name_or_path``, and ``tokenizer_hash``
+(``"sha256:"`` + 16 hex digits) a digest of its vocabulary (every token and id, added tokens included), which
+identifies the tokenizer whatever path it was loaded from. ``logitmlp analyze`` refuses rollouts whose model or
+vocabulary differ from its own; files written before these fields existed are read as before, unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,6 +48,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
+from ..errors import DataFileError
 from .metrics import NO_ANSWER_MODES, compute_metrics, group_equivalent_answers
 from .policies import DecodingPolicy, baseline_processors, parse_policy, policy_warpers
 from .results import EvalResults, PolicyResults, library_versions
@@ -46,7 +57,7 @@ from .sampler import SeededGumbelSampler, sample_seed
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "load_eval_dataset", "prompt_token_ids"]
+__all__ = ["evaluate", "load_eval_dataset", "prompt_token_ids", "rollout_source", "tokenizer_hash"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -113,8 +124,8 @@ def load_eval_dataset(
         path = benchmark_path(name)
         full = data.load_gsm8k_jsonl(path, **kwargs) if name == "gsm8k" else data.load_math_jsonl(path, **kwargs)
     elif name.endswith((".jsonl", ".json")) and os.path.isfile(name):
-        with open(name, encoding="utf-8") as f:
-            first = json.loads(next(line for line in f if line.strip()))
+        # The first row tells the format (the loaders then check every row, with its line number).
+        [(line, first)] = data.read_jsonl_rows(name, limit=1)
         if "reward_model" in first or isinstance(first.get("prompt"), list):
             full = data.load_dapo_math(name, **kwargs)
         elif "problem" in first:
@@ -122,14 +133,26 @@ def load_eval_dataset(
         elif "question" in first:
             full = data.load_gsm8k_jsonl(name, **kwargs)
         else:
-            raise ValueError(f"{name}: cannot tell the format from its fields {sorted(first)}")
+            raise DataFileError(
+                f"{name}:{line}: cannot tell the format from its fields {sorted(first)}; expected 'problem' and "
+                "'answer' (MATH), 'question' and 'answer' (GSM8K), or 'prompt' and 'reward_model' (DAPO)",
+                name,
+                line,
+            )
     else:
         full = data.load_dapo_math(name, split=dapo_split, **kwargs)
     if split == "validation":
-        return full.select(range(min(n_validation, len(full))))
-    start = min(n_validation, len(full))
-    stop = len(full) if n_problems is None else min(len(full), start + n_problems)
-    return full.select(range(start, stop))
+        selected = full.select(range(min(n_validation, len(full))))
+    else:
+        start = min(n_validation, len(full))
+        stop = len(full) if n_problems is None else min(len(full), start + n_problems)
+        selected = full.select(range(start, stop))
+    if len(selected) == 0:
+        raise ValueError(
+            f"the {split} split of {name} is empty: it has {len(full)} problems, n_validation={n_validation} of them "
+            f"held out for validation, n_problems={n_problems}"
+        )
+    return selected
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -154,6 +177,33 @@ def prompt_token_ids(tokenizer, dataset) -> list[list[int]]:
         # The chat template already wrote any special tokens the model expects.
         ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
     return ids
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """``"sha256:"`` + the first 16 hex digits of a digest of the tokenizer's vocabulary (tokens and ids, added
+    tokens included): equal for the same tokenizer loaded from a Hub id or a local copy, different if any token or id
+    differs."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return f"sha256:{digest[:16]}"
+
+
+def rollout_source(model, tokenizer) -> dict[str, str | None]:
+    """What made a rollout's token ids, as rollout rows record it: ``model`` (the base model's ``name_or_path``, or
+    ``None`` when it has none), ``tokenizer`` (its ``name_or_path``, or ``None``) and ``tokenizer_hash``.
+
+    Args:
+        model: the base model (a `PreTrainedModel` or `PeftModel`) or a `DecodingHeadForCausalLM` (its base counts).
+        tokenizer: the tokenizer that made the prompt ids and decodes the completions.
+    """
+    get_base = getattr(model, "get_base_model", None)
+    if get_base is not None and hasattr(model, "decoding_head"):
+        model = get_base()
+    return {
+        "model": getattr(model, "name_or_path", None) or None,
+        "tokenizer": getattr(tokenizer, "name_or_path", None) or None,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+    }
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -264,21 +314,29 @@ def evaluate(
         raise ValueError(f"policy names must be unique, got {names}")
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
+    # A None reference would become the string "None", which \boxed{None} then matches.
+    references = ["" if a is None else str(a) for a in dataset["answer"]]
+    missing = [i for i, a in enumerate(references) if not a.strip()]
+    if missing:
+        raise ValueError(
+            f"dataset row {missing[0]} has no reference answer ({dataset['answer'][missing[0]]!r}); "
+            f"{len(missing)} of {len(dataset)} rows lack one. Every problem needs a non-empty 'answer' to grade against"
+        )
 
     models = _PolicyModels(model_or_base)
     device = next(models.base.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(models.base, tokenizer)
     prompt_ids = prompt_token_ids(tokenizer, dataset)
-    references = [str(a) for a in dataset["answer"]]
     questions = dataset["question"] if "question" in dataset.column_names else [None] * len(dataset)
     # Longest prompts first: batches of similar length waste less compute on padding, and an out-of-memory error
     # shows up in the first batch rather than the last. The order does not change any sample.
     order = sorted(range(len(dataset)), key=lambda i: -len(prompt_ids[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
-    rollout_file = None
+    rollout_file, source = None, {}
     if rollouts_path is not None:
+        source = rollout_source(models.base, tokenizer)
         Path(rollouts_path).parent.mkdir(parents=True, exist_ok=True)
         rollout_file = open(rollouts_path, "w", encoding="utf-8")
     results: dict[str, PolicyResults] = {}
@@ -366,6 +424,7 @@ def evaluate(
                                     "completion": text,
                                     "answer": answer,
                                     "correct": ok,
+                                    **source,
                                 },
                                 ensure_ascii=False,
                             )

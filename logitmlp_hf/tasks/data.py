@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -25,6 +26,8 @@ from fractions import Fraction
 from typing import Any
 
 from datasets import Dataset, load_dataset
+
+from ..errors import DataFileError, MissingFieldError, json_snippet
 
 
 logger = logging.getLogger(__name__)
@@ -311,32 +314,87 @@ def make_arithmetic_train_validation_test(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: str | os.PathLike, limit: int | None) -> list[dict[str, Any]]:
-    rows = []
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+
+
+def read_jsonl_rows(path: str | os.PathLike, limit: int | None = None, what: str = "rows") -> list[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSON Lines file, 1-based line numbers.
+
+    Raises:
+        [`~logitmlp_hf.errors.DataFileError`]: a line is not valid JSON or not a JSON object, the file is not UTF-8
+        text, or it holds no rows at all (with ``limit`` 0 an empty list is returned instead).
+    """
+    rows: list[tuple[int, dict]] = []
+    line_no = 0
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
+        try:
+            for line_no, line in enumerate(f, start=1):
+                if limit is not None and len(rows) >= limit:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataFileError(
+                        f"{path}:{line_no}: not valid JSON ({e.msg}, column {e.colno}); each line must be one JSON "
+                        "object",
+                        path,
+                        line_no,
+                    ) from e
+                if not isinstance(row, dict):
+                    kind = _JSON_TYPES.get(type(row), "a number")
+                    raise DataFileError(
+                        f"{path}:{line_no}: expected a JSON object ({{...}}) on each line, got {kind}: "
+                        f"{json_snippet(row)}",
+                        path,
+                        line_no,
+                    )
+                rows.append((line_no, row))
+        except UnicodeDecodeError as e:
+            raise DataFileError(f"{path}:{line_no + 1}: not UTF-8 text ({e.reason})", path, line_no + 1) from e
+    if not rows and limit != 0:
+        raise DataFileError(f"{path}: no {what} (the file is empty or holds only blank lines)", path)
     return rows
 
 
-def _require(row: dict[str, Any], key: str, path: str | os.PathLike, index: int) -> Any:
+def _require(row: dict[str, Any], key: str, path: str | os.PathLike, line: int) -> Any:
     if key not in row:
-        raise KeyError(f"{path}: row {index} has no field {key!r} (fields: {sorted(row)})")
+        raise MissingFieldError(f"{path}:{line}: no field {key!r} (the row has {sorted(row)})", path, line, key)
     return row[key]
 
 
-def _extra(rows: list[dict[str, Any]], names: Sequence[str], path: str | os.PathLike) -> dict[str, list[Any]]:
+def _text(row: dict[str, Any], key: str, path: str | os.PathLike, line: int) -> str:
+    value = _require(row, key, path, line)
+    if not isinstance(value, str) or not value.strip():
+        raise DataFileError(
+            f"{path}:{line}: field {key!r} is {json_snippet(value)}; expected a non-empty string", path, line, key
+        )
+    return value
+
+
+def _reference_answer(row: dict[str, Any], path: str | os.PathLike, line: int) -> str:
+    """The ``answer`` field as the reference string: a non-empty string or a finite number (``null`` would become
+    the string "None", which ``\\boxed{None}`` then matches)."""
+    value = _require(row, "answer", path, line)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    raise DataFileError(
+        f"{path}:{line}: field 'answer' is {json_snippet(value)}; expected the reference answer as a non-empty string "
+        "or a number",
+        path,
+        line,
+        "answer",
+    )
+
+
+def _extra(rows: list[tuple[int, dict]], names: Sequence[str], path: str | os.PathLike) -> dict[str, list[Any]]:
     reserved = {"prompt", "answer", "question"}
     if reserved & set(names):
         raise ValueError(f"extra_columns may not include {sorted(reserved & set(names))}")
-    return {name: [_require(row, name, path, i) for i, row in enumerate(rows)] for name in names}
+    return {name: [_require(row, name, path, line) for line, row in rows] for name in names}
 
 
 def load_math_jsonl(
@@ -360,10 +418,15 @@ def load_math_jsonl(
 
     Returns:
         `datasets.Dataset`: Columns ``prompt``, ``answer``, ``question`` (the problem), then ``extra_columns``.
+
+    Raises:
+        [`~logitmlp_hf.errors.DataFileError`]: The file has no rows, or a line is not a JSON object with a non-empty
+        string ``problem`` and an ``answer`` that is a non-empty string or a number (``path:line`` in the message; a
+        missing field raises its subclass `MissingFieldError`, also a `KeyError`).
     """
-    rows = _read_jsonl(path, limit)
-    questions = [_require(row, "problem", path, i) for i, row in enumerate(rows)]
-    answers = [str(_require(row, "answer", path, i)).strip() for i, row in enumerate(rows)]
+    rows = read_jsonl_rows(path, limit)
+    questions = [_text(row, "problem", path, line) for line, row in rows]
+    answers = [_reference_answer(row, path, line) for line, row in rows]
     return _to_dataset(questions, answers, system_prompt, instruction, _extra(rows, extra_columns, path))
 
 
@@ -374,12 +437,29 @@ def gsm8k_final_answer(solution: str) -> str:
     """The final answer of a GSM8K worked solution: what follows ``####``, without thousands separators or ``$``.
 
     Raises:
-        `ValueError`: If the solution has no ``####`` line.
+        `ValueError`: If the solution has no ``####`` line, or nothing after it.
     """
     match = _GSM8K_ANSWER_RE.search(solution)
     if match is None:
         raise ValueError(f"No '####' final answer in GSM8K solution: {solution[-200:]!r}")
-    return match.group(1).replace(",", "").replace("$", "").strip()
+    answer = match.group(1).replace(",", "").replace("$", "").strip()
+    if not answer:
+        raise ValueError(f"Empty '####' final answer in GSM8K solution: {solution[-200:]!r}")
+    return answer
+
+
+def _gsm8k_reference(row: dict[str, Any], path: str | os.PathLike, line: int) -> str:
+    solution = _text(row, "answer", path, line)
+    try:
+        return gsm8k_final_answer(solution)
+    except ValueError as e:
+        raise DataFileError(
+            f"{path}:{line}: field 'answer' has no '#### <answer>' line with a final answer (it ends "
+            f"{json_snippet(solution[-60:])}); expected a GSM8K solution ending in '#### <answer>'",
+            path,
+            line,
+            "answer",
+        ) from e
 
 
 def load_gsm8k_jsonl(
@@ -401,10 +481,15 @@ def load_gsm8k_jsonl(
     Returns:
         `datasets.Dataset`: Columns ``prompt``, ``answer`` (the number after ``####``, commas removed),
         ``question``, then ``extra_columns``.
+
+    Raises:
+        [`~logitmlp_hf.errors.DataFileError`]: The file has no rows, or a line is not a JSON object with non-empty
+        string ``question`` and ``answer`` fields, the answer ending in ``#### <answer>`` (``path:line`` in the
+        message).
     """
-    rows = _read_jsonl(path, limit)
-    questions = [_require(row, "question", path, i) for i, row in enumerate(rows)]
-    answers = [gsm8k_final_answer(_require(row, "answer", path, i)) for i, row in enumerate(rows)]
+    rows = read_jsonl_rows(path, limit)
+    questions = [_text(row, "question", path, line) for line, row in rows]
+    answers = [_gsm8k_reference(row, path, line) for line, row in rows]
     return _to_dataset(questions, answers, system_prompt, instruction, _extra(rows, extra_columns, path))
 
 

@@ -35,7 +35,8 @@ class DecodingHeadGRPOConfig(GRPOConfig):
             ``"pass@1"`` — group-mean advantages (TRL's, with ``scale_rewards``); ``"pass@k"`` — the analytical pass@k
             advantage (Chen et al. 2025) with ``pass_k``.
         pass_k (`int`, *optional*, defaults to `4`):
-            ``k`` for ``objective="pass@k"`` and for the logged in-batch pass@k; at most ``num_generations``.
+            ``k`` for ``objective="pass@k"``, then at most ``num_generations`` and ``num_generations_eval``; also the
+            ``k`` of the logged in-batch pass@k (capped at the group size, so any ``k`` works with ``"pass@1"``).
         correct_threshold (`float`, *optional*, defaults to `0.5`):
             A rollout whose total reward is at least this counts as correct (pass@k, in-batch pass@k).
 
@@ -109,11 +110,17 @@ class DecodingHeadGRPOConfig(GRPOConfig):
             raise ValueError("head_slope_bound applies to LogitMLP heads only")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if not 1 <= self.pass_k <= self.num_generations:
-            raise ValueError(
-                f"pass_k={self.pass_k} must be between 1 and num_generations={self.num_generations} "
-                "(pass@k is estimated from each prompt's group of generations)"
-            )
+        if self.pass_k < 1:
+            raise ValueError(f"pass_k must be at least 1, got {self.pass_k}")
+        # Only the pass@k objective needs k samples per group; the logged in-batch pass@k uses min(pass_k, group).
+        if self.objective == "pass@k":
+            for name in ("num_generations", "num_generations_eval"):
+                group = getattr(self, name)
+                if group is not None and self.pass_k > group:
+                    raise ValueError(
+                        f"pass_k={self.pass_k} must be between 1 and {name}={group} (the pass@k objective is "
+                        "estimated from each prompt's group of generations, in training and in evaluation)"
+                    )
         if self.max_dynamic_sampling_rounds < 0:
             raise ValueError(f"max_dynamic_sampling_rounds must be >= 0, got {self.max_dynamic_sampling_rounds}")
         if self.use_vllm and self.vllm_enable_sleep_mode:

@@ -26,7 +26,7 @@ import contextlib
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 import torch
@@ -118,6 +118,17 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 f"dynamic_sampling needs whole groups on every process: per_device_train_batch_size × "
                 f"steps_per_generation = {local_batch} is not a multiple of num_generations={args.num_generations}"
             )
+        if isinstance(train_dataset, Sized):  # TRL's sampler drops incomplete generation batches: 0 steps, silently
+            prompts_per_batch = args.generation_batch_size // args.num_generations
+            if len(train_dataset) == 0:
+                raise ValueError("train_dataset is empty: there is nothing to train on")
+            if len(train_dataset) < prompts_per_batch:
+                raise ValueError(
+                    f"train_dataset has {len(train_dataset)} prompts, fewer than one generation batch takes "
+                    f"(generation_batch_size={args.generation_batch_size} / num_generations={args.num_generations} = "
+                    f"{prompts_per_batch}), so training would run 0 steps: add prompts, or lower "
+                    "per_device_train_batch_size or steps_per_generation"
+                )
         # A new head draws its init from the global RNG, which torch seeds differently in every process: seed it
         # first (as GRPOTrainer does before it builds a PEFT adapter), or the same seed gives a different head.
         set_seed(args.seed)
