@@ -140,3 +140,14 @@ def test_flat_module_paths_of_0_1_still_import(old):
 def test_modules_that_became_packages_keep_their_main_names(package, names):
     module = importlib.import_module(package)
     assert all(hasattr(module, name) for name in names)
+
+
+def test_cli_reports_bad_input_as_a_message_with_exit_status_2(tmp_path, capsys):
+    from logitmlp_hf.cli import main
+
+    rollouts = tmp_path / "rollouts.jsonl"
+    rollouts.write_text("")  # an empty rollouts file is refused before any model is loaded
+    status = main(["analyze", "--rollouts", str(rollouts), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("logitmlp analyze: error: ") and "Traceback" not in err
+    assert str(rollouts) in err

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from transformers.utils import logging as hf_logging
 
+from ..errors import LogitMLPError
 from .base import Command
 
 
@@ -41,4 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity(level)
     if not args.verbose:
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the commands' own output
-    return args.command.run(args)
+    try:
+        return args.command.run(args)
+    except LogitMLPError as err:  # bad input the library has already explained: the message, not a traceback
+        if args.verbose:
+            raise
+        print(f"logitmlp {args.command.name}: error: {err}", file=sys.stderr)
+        return 2
