@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers.utils import cached_file
 
-from ..errors import HeadCheckpointError
+from ..errors import HeadCheckpointError, InvalidHeadConfigError
 from ..heads.base import DecodingHead
 from ..heads.configuration import DecodingHeadConfig
 from ..heads.registry import find_decoding_head_type, registered_head_types
@@ -71,6 +71,8 @@ def load_head_config(
 
     Raises:
         HeadCheckpointError: the file is missing or unreadable, or it describes another kind of model.
+        InvalidHeadConfigError: a field has the wrong type, is out of its range or is not finite (checked before
+            anything is built from the config).
     """
     path = _locate(name_or_path, CONFIG_NAME, hub_kwargs)
     try:
@@ -99,6 +101,8 @@ def load_head_config(
         )
     try:
         return head_class.config_class.from_dict(config_dict)
+    except InvalidHeadConfigError as err:  # a field of the wrong type, out of range or not finite: say which file
+        raise InvalidHeadConfigError(err.field, err.value, err.allowed, source=path) from None
     except Exception as err:  # strict-dataclass validation errors name the offending field
         raise HeadCheckpointError(f"invalid {model_type} config in {path}: {err}") from err
 
