@@ -10,6 +10,8 @@ import math
 import time
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from logitmlp_hf import (
@@ -18,9 +20,11 @@ from logitmlp_hf import (
     InvalidHeadConfigError,
     LogitMLPConfig,
     LogitMLPForCausalLM,
+    LogitMLPHead,
     SequenceAdapterConfig,
 )
-from logitmlp_hf.hub.head_repo import load_head_config
+from logitmlp_hf.heads.registry import decoding_head_type, registered_head_types
+from logitmlp_hf.hub.head_repo import load_head_config, load_head_state_dict
 
 
 @pytest.fixture
@@ -104,4 +108,39 @@ def test_a_non_string_base_is_refused_before_any_hub_lookup(head_dir, monkeypatc
     monkeypatch.setattr("logitmlp_hf.hub.base_loading.find_adapter_config_file", no_lookup)
     _edit_config(head_dir, base_model_name_or_path=["org/model"])
     with pytest.raises(InvalidHeadConfigError, match=r"base_model_name_or_path=\['org/model'\]; .*string"):
+        LogitMLPForCausalLM.from_pretrained(head_dir)
+
+
+# -------------------------------------------------------------------------------------------- tensor shapes
+def test_expected_shapes_come_from_the_config_without_building_the_head(head_dir, monkeypatch):
+    built_on = []
+    init = LogitMLPHead.__init__
+
+    def spy(self, config):
+        init(self, config)
+        built_on.append(self.fc_in.weight.device.type)
+
+    monkeypatch.setattr(LogitMLPHead, "__init__", spy)
+    claimed = LogitMLPConfig(hidden_size=4096, vocab_size=256, head_hidden_size=8192)  # 34M parameters, 0.1 GB
+    with pytest.raises(Exception, match="does not match its config"):
+        load_head_state_dict(head_dir, claimed)
+    assert built_on == ["meta"]
+
+
+@pytest.mark.parametrize("head_type", registered_head_types())
+def test_meta_shapes_equal_the_real_heads_shapes(head_type):
+    head_class = decoding_head_type(head_type).head_class
+    config = head_class.config_class(hidden_size=48, vocab_size=256, head_hidden_size=16)
+    real = {name: tuple(t.shape) for name, t in head_class(config).state_dict().items()}
+    assert head_class.expected_state_shapes(config) == real
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_or_boolean_weights_are_refused_naming_the_tensor(head_dir, dtype):
+    path = head_dir / LogitMLPHead.weights_name
+    state = load_file(path)
+    state["fc_out.weight"] = torch.ones_like(state["fc_out.weight"], dtype=dtype)  # right shape, wrong kind
+    save_file(state, path)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(Exception, match=f"non-floating-point tensors {{'fc_out.weight': '{name}'}}"):
         LogitMLPForCausalLM.from_pretrained(head_dir)
