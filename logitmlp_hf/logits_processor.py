@@ -83,8 +83,10 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
     ) -> DecodingHeadLogitsProcessor:
         """Load a head repo's head (not its base), of whatever head type, and hook it to ``model``."""
         config = load_head_config(head_name_or_path, **hub_kwargs)
+        check_base_compatible(config, model)  # before anything is read or built from the config's sizes
+        state_dict = load_head_state_dict(head_name_or_path, config, **hub_kwargs)
         head = decoding_head_type(config.model_type).head_class(config)
-        head.load_state_dict(load_head_state_dict(head_name_or_path, config, **hub_kwargs))
+        head.load_state_dict(state_dict)
         device = unwrap_causal_lm(model).get_output_embeddings().weight.device
         return cls(head.to(device).eval(), model, config=config)
 

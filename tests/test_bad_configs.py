@@ -11,12 +11,14 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_llama
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from logitmlp_hf import (
     AutoDecoConfig,
     DecodingAdapterConfig,
+    IncompatibleBaseModelError,
     InvalidHeadConfigError,
     LogitMLPConfig,
     LogitMLPForCausalLM,
@@ -144,3 +146,23 @@ def test_integer_or_boolean_weights_are_refused_naming_the_tensor(head_dir, dtyp
     name = str(dtype).removeprefix("torch.")
     with pytest.raises(Exception, match=f"non-floating-point tensors {{'fc_out.weight': '{name}'}}"):
         LogitMLPForCausalLM.from_pretrained(head_dir)
+
+
+# ---------------------------------------------------------------------------------------------- the base
+@pytest.mark.parametrize("named", ["in_config", "as_argument"])
+def test_a_base_that_cannot_fit_is_refused_from_its_config_before_its_weights_load(
+    tmp_path, base_dir, monkeypatch, named
+):
+    """A consistent 64-wide head pointed at the 48-wide base: the base's config.json says so, no weights load."""
+    LogitMLPForCausalLM.from_base_model(tiny_llama(hidden_size=64)).save_pretrained(tmp_path / "wide")
+    _edit_config(tmp_path / "wide", base_model_name_or_path=str(base_dir))
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the base's weights were loaded")
+
+    monkeypatch.setattr("logitmlp_hf.hub.base_loading.AutoModelForCausalLM.from_pretrained", no_weights)
+    kwargs = {"base_model": str(base_dir)} if named == "as_argument" else {}
+    with pytest.raises(
+        IncompatibleBaseModelError, match=r"per its config.json\) has hidden size 48 \(head expects 64"
+    ):
+        LogitMLPForCausalLM.from_pretrained(tmp_path / "wide", **kwargs)
