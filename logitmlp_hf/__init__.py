@@ -8,7 +8,13 @@ head on it. The layout is described in the README ("Package layout").
 __version__ = "0.1.0"
 
 from . import _compat
-from .errors import HeadCheckpointError, IncompatibleBaseModelError, LogitMLPError, NonFiniteLogitsError
+from .errors import (
+    HeadCheckpointError,
+    IncompatibleBaseModelError,
+    InvalidHeadConfigError,
+    LogitMLPError,
+    NonFiniteLogitsError,
+)
 from .features import LogitFeatures, LogitStatistics, logit_statistics, warp_kl
 from .heads import (
     DecodingContext,
@@ -79,6 +85,7 @@ __all__ = [
     "HeadCheckpointError",
     "HeadTokenStats",
     "IncompatibleBaseModelError",
+    "InvalidHeadConfigError",
     "LogitFeatures",
     "LogitMLPCausalLMOutput",
     "LogitMLPConfig",

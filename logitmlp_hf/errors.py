@@ -57,3 +57,19 @@ def json_snippet(value: object, width: int = 80) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class InvalidHeadConfigError(LogitMLPError, ValueError):
+    """A head config field has the wrong type, is out of its range, or is not finite.
+
+    Raised when the config is built or read, before anything is allocated from it. ``field``, ``value`` and
+    ``allowed`` say which field, what it held and what it may hold; ``source`` is the file it was read from, if any.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str, source: str | None = None) -> None:
+        self.field, self.value, self.allowed, self.source = field, value, allowed, source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid head config{where}: {field}={value!r}; {field} must be {allowed}")
+
+    def __reduce__(self):  # keep the fields through pickling (multiprocessing, DDP)
+        return type(self), (self.field, self.value, self.allowed, self.source)

@@ -7,6 +7,15 @@ state of the last position at every decoding step, and replaces ``scores`` with 
 block). Any per-token head type works (LogitMLP, AutoDeco, the token-level adapter); heads that condition on the
 token budget or decide once per sequence need the wrapper, which knows ``generate``'s step and budget.
 
+Beam search: ``generate`` hands processors the *log-softmax* of the model's logits there (raw logits when sampling or
+greedy), and accumulates what they return as log-probabilities. The head reads the logits' max and mean, which that
+shift moves, so the processor also records the model's output logits of the last position (a forward hook on the
+causal LM, where the wrapper applies its head too) and recognises which of the two it was given: scores equal to the
+logits (sampling, greedy) go to the head as they are; scores equal to their log-softmax (beam search) are mapped back
+to the logits (entries an earlier processor changed keep that change, shifted by the same log-sum-exp), and the head's
+logits are returned log-softmaxed. With no other processor, beam search through the processor then ranks beams exactly
+as the wrapper's ``generate(num_beams=...)`` does.
+
 Ordering: ``generate`` runs its built-in processors (repetition penalty, ``min_new_tokens``, bad words, ...) first,
 then user processors such as this one, then the temperature/top-k/top-p/min-p warpers. So the head sees the
 penalised scores (``-inf`` entries are ignored by its statistics) and the sampling warpers act on the head's
@@ -61,8 +70,12 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
             check_base_compatible(config, model)
         self.head = head
         self._last_hidden: torch.Tensor | None = None
-        unembedding = unwrap_causal_lm(model).get_output_embeddings()
-        self._handle = unembedding.register_forward_pre_hook(self._capture_last_hidden)
+        self._last_logits: torch.Tensor | None = None
+        lm = unwrap_causal_lm(model)
+        self._handles = [
+            lm.get_output_embeddings().register_forward_pre_hook(self._capture_last_hidden),
+            lm.register_forward_hook(self._capture_last_logits),
+        ]
 
     @classmethod
     def from_pretrained(
@@ -70,17 +83,44 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
     ) -> DecodingHeadLogitsProcessor:
         """Load a head repo's head (not its base), of whatever head type, and hook it to ``model``."""
         config = load_head_config(head_name_or_path, **hub_kwargs)
+        check_base_compatible(config, model)  # before anything is read or built from the config's sizes
+        state_dict = load_head_state_dict(head_name_or_path, config, **hub_kwargs)
         head = decoding_head_type(config.model_type).head_class(config)
-        head.load_state_dict(load_head_state_dict(head_name_or_path, config, **hub_kwargs))
+        head.load_state_dict(state_dict)
         device = unwrap_causal_lm(model).get_output_embeddings().weight.device
         return cls(head.to(device).eval(), model, config=config)
 
     def _capture_last_hidden(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._last_hidden = args[0][:, -1]
 
+    def _capture_last_logits(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        logits = getattr(output, "logits", None)
+        # The float32 copy generate makes of the last position (so its log-softmax is bit-identical to generate's).
+        self._last_logits = None if logits is None else logits[:, -1].to(dtype=torch.float32, copy=True)
+
+    @staticmethod
+    def _undo_log_softmax(scores: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(head input, beam rows)``: rows of ``scores`` that are the log-softmax of the model's ``logits`` (beam
+        search) mapped back to the logits; other rows (sampling, greedy: the logits themselves) unchanged."""
+        beam = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+        if logits is None or logits.shape != scores.shape:
+            return scores, beam
+        logits = logits.to(scores.device)
+        lse = logits.logsumexp(dim=-1, keepdim=True)
+        log_probs = torch.log_softmax(logits, dim=-1)  # the same op on the same tensor as generate's: bit-identical
+        as_logits = (scores == logits).sum(-1)
+        as_log_probs = (scores == log_probs).sum(-1)
+        # Ties (no entry matches either, or a row whose log-sum-exp is 0): whichever normalisation is closer.
+        lse_scores = scores.logsumexp(dim=-1)
+        closer = lse_scores.abs() < (lse_scores - lse.squeeze(-1)).abs()
+        beam = torch.where(as_log_probs == as_logits, closer, as_log_probs > as_logits)
+        restored = torch.where(scores == log_probs, logits, scores + lse)
+        return torch.where(beam.unsqueeze(-1), restored, scores), beam
+
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         hidden, self._last_hidden = self._last_hidden, None
+        logits, self._last_logits = self._last_logits, None
         if hidden is None:
             raise RuntimeError(
                 f"{type(self).__name__} saw no hidden state for this step: pass it to the generate() of the model "
@@ -91,12 +131,17 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
                 f"batch mismatch: hidden states for {hidden.shape[0]} sequences, scores for {scores.shape[0]} "
                 "(assisted/speculative decoding, which scores several positions per step, is not supported)"
             )
-        warped, _ = self.head.warp(hidden.to(self.head.device), scores)
+        head_input, beam = self._undo_log_softmax(scores.float(), logits)
+        warped, _ = self.head.warp(hidden.to(self.head.device), head_input)
+        warped = warped.to(scores.device)
+        if beam.any():  # beam search accumulates log-probabilities: return those of the head's distribution
+            warped = torch.where(beam.unsqueeze(-1), torch.log_softmax(warped, dim=-1), warped)
         return warped.to(scores.dtype)
 
     def remove(self) -> None:
-        """Detach the hook from the model."""
-        self._handle.remove()
+        """Detach the hooks from the model."""
+        for handle in self._handles:
+            handle.remove()
 
     def __enter__(self) -> DecodingHeadLogitsProcessor:
         return self

@@ -36,7 +36,14 @@ from .features import LogitFeatures, LogitStatistics, Unembedding, logit_statist
 from .heads.base import Decisions, DecodingContext, DecodingHead
 from .heads.configuration import DecodingHeadConfig
 from .heads.registry import decoding_head_type
-from .hub.base_loading import base_dimensions, check_base_compatible, describe_base, load_base_model, unwrap_causal_lm
+from .hub.base_loading import (
+    base_dimensions,
+    check_base_compatible,
+    check_base_config_fits,
+    describe_base,
+    load_base_model,
+    unwrap_causal_lm,
+)
 from .hub.head_repo import load_head_config, load_head_state_dict, save_head, split_hub_kwargs
 from .hub.model_card import render_model_card
 
@@ -602,7 +609,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
 
         Raises:
             HeadCheckpointError: the head repo is missing, unreadable, inconsistent, or of another head type.
-            IncompatibleBaseModelError: the base's hidden size or vocabulary differ from the head's.
+            InvalidHeadConfigError: a field of the head's ``config.json`` has the wrong type, range or finiteness.
+            IncompatibleBaseModelError: the base's hidden size or vocabulary differ from the head's (checked from the
+                base's ``config.json`` before its weights are loaded, where that config tells).
         """
         if model_args:
             raise TypeError(f"unexpected positional arguments {model_args}")
@@ -617,8 +626,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             )
         if cls is DecodingHeadForCausalLM:
             cls = decoding_head_type(config.model_type).model_class
-        state_dict = load_head_state_dict(pretrained_model_name_or_path, config, cls.head_class, **hub_kwargs)
 
+        # The sizes are compared with the base's (its config.json, or the model object) before the head's weights are
+        # read or the base's weights loaded: a head that cannot fit costs no download.
         base_hub = {k: hub_kwargs[k] for k in ("token", "cache_dir", "local_files_only") if k in hub_kwargs}
         if base_model is None:
             if config.base_model_name_or_path is None:
@@ -626,6 +636,17 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
                     f"the head at {str(pretrained_model_name_or_path)!r} does not record its base model; "
                     "pass base_model=..."
                 )
+            if config.base_adapter_name_or_path is None:
+                check_base_config_fits(
+                    config, config.base_model_name_or_path, revision=config.base_model_revision, **base_hub
+                )
+        elif isinstance(base_model, (str, os.PathLike)):
+            check_base_config_fits(config, base_model, **base_hub)
+        else:
+            check_base_compatible(config, base_model)
+        state_dict = load_head_state_dict(pretrained_model_name_or_path, config, cls.head_class, **hub_kwargs)
+
+        if base_model is None:
             base_model = load_base_model(
                 config.base_model_name_or_path,
                 revision=config.base_model_revision,

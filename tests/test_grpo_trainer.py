@@ -239,6 +239,38 @@ def test_trainer_refuses_peft_config(tmp_path):
         )
 
 
+def test_signature_is_grpo_trainers():
+    """Same parameters, order and defaults as TRL's GRPOTrainer, so TRL-style positional calls bind the same."""
+    import inspect
+
+    from trl import GRPOTrainer
+
+    def params(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
+
+    assert params(LogitMLPGRPOTrainer) == params(GRPOTrainer)
+
+
+def test_trl_style_positional_call_and_default_reward_funcs(tmp_path):
+    from transformers import TrainerCallback
+
+    class Marker(TrainerCallback):
+        pass
+
+    marker = Marker()
+    # GRPOTrainer's order: model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
+    # reward_processing_classes, callbacks
+    trainer = LogitMLPGRPOTrainer(
+        tiny_llama(), digit_reward, config(tmp_path), dataset(), None, char_tokenizer(), None, [marker]
+    )
+    assert marker in trainer.callback_handler.callbacks
+    # reward_funcs defaults to None as in TRL, which then wants its environment to score (not a missing-argument error)
+    with pytest.raises(ValueError, match="No reward source provided"):
+        LogitMLPGRPOTrainer(
+            tiny_llama(), args=config(tmp_path), train_dataset=dataset(), processing_class=char_tokenizer()
+        )
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
 def test_use_vllm_without_vllm_says_what_to_install(tmp_path):
     with pytest.raises(ImportError, match=r"logitmlp-hf\[vllm\]"):

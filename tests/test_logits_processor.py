@@ -95,3 +95,64 @@ def test_processor_errors_are_specific():
 
     with pytest.raises(IncompatibleBaseModelError, match="hidden size 32 \\(head expects 48\\)"):
         LogitMLPLogitsProcessor(model.logitmlp_head, other, config=model.config)
+
+
+def _scrambled(base, model_class, seed=3):
+    """A head of ``model_class`` on ``base`` with large random weights (far from the identity)."""
+    from logitmlp_hf import AutoDecoForCausalLM
+
+    model = model_class.from_base_model(base, **({"init_top_p": 0.6} if model_class is AutoDecoForCausalLM else {}))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.decoding_head.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.5)
+    return model.eval()
+
+
+def _head_types():
+    # (the token-level adapter is left out: its decisions read only h and its logits are already log-probs, so the
+    # two paths agreed in beam search before the processor handled it)
+    from logitmlp_hf import AutoDecoForCausalLM
+
+    return [LogitMLPForCausalLM, AutoDecoForCausalLM]
+
+
+@pytest.mark.parametrize("model_class", _head_types(), ids=lambda c: c.__name__)
+def test_beam_search_through_the_processor_ranks_beams_as_the_wrapper(model_class):
+    """transformers hands processors log-softmaxed scores in beam search; the processor restores the logits for the
+    head and returns log-probs, so both paths keep the same beams with the same scores."""
+    base = tiny_llama()
+    model = _scrambled(base, model_class)
+    ids, mask = _batch(lengths=(6, 4, 6))
+    kwargs = dict(
+        attention_mask=mask,
+        max_new_tokens=8,
+        pad_token_id=0,
+        num_beams=4,
+        num_return_sequences=2,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    via_wrapper = model.generate(ids, **kwargs)
+    with LogitMLPLogitsProcessor(model.decoding_head, base, config=model.config) as warp:
+        via_processor = base.generate(ids, logits_processor=[warp], **kwargs)
+    assert torch.equal(via_wrapper.sequences, via_processor.sequences)
+    torch.testing.assert_close(via_wrapper.sequences_scores, via_processor.sequences_scores)
+    for wrapped, processed in zip(via_wrapper.scores, via_processor.scores):
+        torch.testing.assert_close(wrapped, processed)
+    plain = base.generate(ids, **kwargs)  # the head really changed the search
+    assert not torch.equal(plain.sequences, via_processor.sequences)
+
+
+def test_processor_restores_logits_from_log_probs_exactly():
+    """One step by hand: given log_softmax(logits) the head sees the logits themselves, and returns log-probs."""
+    base, model = _pair()
+    ids, mask = _batch(lengths=(5, 5))
+    with LogitMLPLogitsProcessor(model.logitmlp_head, base) as warp:
+        logits = base(ids, attention_mask=mask).logits[:, -1].float()
+        from_logits = warp(ids, logits.clone())
+        base(ids, attention_mask=mask)
+        from_log_probs = warp(ids, torch.log_softmax(logits, dim=-1))
+    torch.testing.assert_close(from_log_probs, torch.log_softmax(from_logits, dim=-1), rtol=0, atol=1e-6)
+    assert torch.allclose(from_log_probs.logsumexp(-1), torch.zeros(2), atol=1e-5)

@@ -36,7 +36,7 @@ from ..features import LogitStatistics
 from ..modeling import DecodingHeadForCausalLM
 from ..sampling_rules import apply_sampling_rules
 from .base import Decisions, DecodingContext, DecodingHead
-from .configuration import DecodingHeadConfig
+from .configuration import DecodingHeadConfig, check_number
 from .registry import register_decoding_head
 
 
@@ -65,16 +65,11 @@ class AutoDecoConfig(DecodingHeadConfig):
     def validate_architecture(self) -> None:
         """Part of `@strict` validation."""
         super().validate_architecture()
-        if not 0.0 < self.min_temperature < self.max_temperature:
-            raise ValueError(
-                f"need 0 < min_temperature < max_temperature, got {self.min_temperature}, {self.max_temperature}"
-            )
-        if not self.top_p_steepness > 0:
-            raise ValueError(f"top_p_steepness must be > 0, got {self.top_p_steepness}")
-        if not 0.0 < self.init_top_p < 1.0:
-            raise ValueError(f"init_top_p must be in (0, 1), got {self.init_top_p}")
-        if not self.init_std >= 0.0:
-            raise ValueError(f"init_std must be >= 0, got {self.init_std}")
+        check_number("max_temperature", self.max_temperature, above=0.0, at_most=1e3)
+        check_number("min_temperature", self.min_temperature, above=0.0, below=self.max_temperature)
+        check_number("top_p_steepness", self.top_p_steepness, above=0.0, at_most=1e6)
+        check_number("init_top_p", self.init_top_p, above=0.0, below=1.0)
+        check_number("init_std", self.init_std, at_least=0.0, at_most=1.0)
 
     @property
     def num_head_parameters(self) -> int:

@@ -101,6 +101,17 @@ class DecodingHead(nn.Module):
         super().__init__()
         self.hidden_size = config.hidden_size
 
+    @classmethod
+    def expected_state_shapes(cls, config: DecodingHeadConfig) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every tensor in the state dict of the head ``config`` describes, with nothing allocated.
+
+        The head is built on PyTorch's ``meta`` device (shapes only), so a config that claims a huge head costs
+        nothing to check against a weights file. A head type whose ``__init__`` needs real tensors overrides this.
+        """
+        with torch.device("meta"):
+            head = cls(config)
+        return {name: tuple(t.shape) for name, t in head.state_dict().items()}
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -8,11 +8,98 @@ sizes that must match that base, and what the head was trained for.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ..errors import InvalidHeadConfigError
+
 
 OBJECTIVES = ("pass@1", "pass@k")
+# Upper bounds on the sizes a config may claim: well above every released model (hidden sizes up to 16384,
+# vocabularies up to ~262k), and low enough that a damaged or hostile config.json cannot make loading allocate
+# terabytes before the head's file or the base is looked at.
+MAX_HIDDEN_SIZE = 1 << 18
+MAX_VOCAB_SIZE = 1 << 24
+MAX_HEAD_HIDDEN_SIZE = 1 << 16
+
+
+# ------------------------------------------------------------------------------------------ field checks
+# `@strict`'s own type checks do not run on these configs (their annotations are strings under
+# `from __future__ import annotations`), and it would not check ranges or finiteness; these do, and each raises
+# `InvalidHeadConfigError` naming the field, the value and what it may hold. Head types outside the package can use
+# them in their own `validate_architecture`.
+
+
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None, optional: bool = False) -> None:
+    """``value`` is an ``int`` (not a ``bool``) in ``[low, high]`` (``None`` too when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+        raise InvalidHeadConfigError(name, value, allowed + (" or null" if optional else ""))
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+    optional: bool = False,
+) -> None:
+    """``value`` is a finite real number (``int`` or ``float``, not ``bool``) within the given bounds."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
+    ok = ok and (below is None or value < below) and (at_most is None or value <= at_most)
+    if not ok:
+        lower = f"({above:g}" if above is not None else f"[{at_least:g}" if at_least is not None else None
+        upper = f"{below:g})" if below is not None else f"{at_most:g}]" if at_most is not None else None
+        if lower and upper:
+            allowed = f"a finite number in {lower}, {upper}"
+        elif lower:
+            allowed = f"a finite number {'>' if above is not None else '>='} {lower[1:]}"
+        elif upper:
+            allowed = f"a finite number {'<' if below is not None else '<='} {upper[:-1]}"
+        else:
+            allowed = "a finite number"
+        raise InvalidHeadConfigError(name, value, allowed + (" or null" if optional else ""))
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str], optional: bool = False) -> None:
+    """``value`` is one of ``choices`` (or ``None`` when ``optional``)."""
+    if (value is None and optional) or (isinstance(value, str) and value in choices):
+        return
+    raise InvalidHeadConfigError(name, value, f"one of {tuple(choices)}" + (" or null" if optional else ""))
+
+
+def check_str(name: str, value: Any, optional: bool = False) -> None:
+    """``value`` is a non-empty string (or ``None`` when ``optional``)."""
+    if (value is None and optional) or (isinstance(value, str) and value):
+        return
+    raise InvalidHeadConfigError(name, value, "a non-empty string" + (" or null" if optional else ""))
+
+
+def check_bool(name: str, value: Any) -> None:
+    """``value`` is ``True`` or ``False`` (not ``0``/``1``)."""
+    if not isinstance(value, bool):
+        raise InvalidHeadConfigError(name, value, "true or false")
+
+
+def check_list(name: str, value: Any, max_length: int | None = None, optional: bool = False) -> None:
+    """``value`` is a non-empty list (or ``None`` when ``optional``); its items are checked by the caller."""
+    if value is None and optional:
+        return
+    if not isinstance(value, (list, tuple)) or not value or (max_length is not None and len(value) > max_length):
+        bound = f" of at most {max_length} items" if max_length is not None else ""
+        raise InvalidHeadConfigError(name, value, f"a non-empty list{bound}" + (" or null" if optional else ""))
 
 
 @strict
@@ -57,15 +144,29 @@ class DecodingHeadConfig(PreTrainedConfig):
     objective: str | None = None
     pass_k: int | None = None
 
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        # Checked here as well as by `@strict` (which calls `validate_architecture` after `__init__` and on save): an
+        # error from here reaches the caller as the `InvalidHeadConfigError` it is, not wrapped in `@strict`'s type.
+        self.validate_architecture()
+
     def validate_architecture(self) -> None:
-        """Part of `@strict` validation: reject sizes and objectives no head is defined for."""
-        for name in ("hidden_size", "vocab_size", "head_hidden_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.objective is not None and self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES} or None, got {self.objective!r}")
-        if self.pass_k is not None and self.pass_k < 1:
-            raise ValueError(f"pass_k must be >= 1, got {self.pass_k}")
+        """Part of `@strict` validation: every field's type, range and finiteness.
+
+        Subclasses check their own fields after calling this. Raises :class:`~logitmlp_hf.InvalidHeadConfigError`.
+        """
+        for name in (
+            "base_model_name_or_path",
+            "base_model_revision",
+            "base_adapter_name_or_path",
+            "base_adapter_revision",
+        ):
+            check_str(name, getattr(self, name), optional=True)
+        check_int("hidden_size", self.hidden_size, 1, MAX_HIDDEN_SIZE)
+        check_int("vocab_size", self.vocab_size, 1, MAX_VOCAB_SIZE)
+        check_int("head_hidden_size", self.head_hidden_size, 1, MAX_HEAD_HIDDEN_SIZE)
+        check_choice("objective", self.objective, OBJECTIVES, optional=True)
+        check_int("pass_k", self.pass_k, 1, optional=True)
 
     @property
     def num_head_parameters(self) -> int:
@@ -73,4 +174,16 @@ class DecodingHeadConfig(PreTrainedConfig):
         raise NotImplementedError
 
 
-__all__ = ["OBJECTIVES", "DecodingHeadConfig"]
+__all__ = [
+    "MAX_HEAD_HIDDEN_SIZE",
+    "MAX_HIDDEN_SIZE",
+    "MAX_VOCAB_SIZE",
+    "OBJECTIVES",
+    "DecodingHeadConfig",
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_list",
+    "check_number",
+    "check_str",
+]

@@ -31,11 +31,12 @@ from ..features import LogitFeatures, LogitStatistics
 from ..modeling import DecodingHeadForCausalLM
 from ..sampling_rules import temperature_logits
 from .base import Decisions, DecodingContext, DecodingHead
-from .configuration import DecodingHeadConfig
+from .configuration import DecodingHeadConfig, check_bool, check_choice, check_list, check_number
 from .registry import register_decoding_head
 
 
 ACTION_SELECTIONS = ("sample", "argmax")
+MAX_ACTIONS = 256
 
 
 @strict
@@ -68,22 +69,23 @@ class DecodingAdapterConfig(DecodingHeadConfig):
     def __post_init__(self, **kwargs) -> None:
         if self.action_temperatures is None:
             self.action_temperatures = [0.0, 0.5, 1.0, 1.25]
+        self._check_action_temperatures()  # before float(): a string must not become a ValueError of float()
         self.action_temperatures = [float(t) for t in self.action_temperatures]
         super().__post_init__(**kwargs)
+
+    def _check_action_temperatures(self) -> None:
+        check_list("action_temperatures", self.action_temperatures, max_length=MAX_ACTIONS)
+        for i, t in enumerate(self.action_temperatures):
+            check_number(f"action_temperatures[{i}]", t, at_least=0.0, at_most=1e3)  # 0 is greedy
 
     def validate_architecture(self) -> None:
         """Part of `@strict` validation."""
         super().validate_architecture()
-        if not self.action_temperatures or any(t < 0 for t in self.action_temperatures):
-            raise ValueError(
-                f"action_temperatures must be a non-empty list of values >= 0, got {self.action_temperatures}"
-            )
-        if not 0.0 < self.confidence_mask <= 1.0:
-            raise ValueError(f"confidence_mask must be in (0, 1], got {self.confidence_mask}")
-        if self.entropy_coef < 0:
-            raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
-        if self.action_selection not in ACTION_SELECTIONS:
-            raise ValueError(f"action_selection must be one of {ACTION_SELECTIONS}, got {self.action_selection!r}")
+        self._check_action_temperatures()
+        check_bool("budget_conditioning", self.budget_conditioning)
+        check_number("confidence_mask", self.confidence_mask, above=0.0, at_most=1.0)
+        check_number("entropy_coef", self.entropy_coef, at_least=0.0)
+        check_choice("action_selection", self.action_selection, ACTION_SELECTIONS)
 
     @property
     def action_names(self) -> list[str]:

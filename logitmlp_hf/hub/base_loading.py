@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers.utils import find_adapter_config_file
 
 from ..errors import IncompatibleBaseModelError
@@ -75,6 +75,41 @@ def check_head_fits(config: DecodingHeadConfig, hidden: int, vocab: int, describ
             "A head only transfers to bases with the same hidden size and tokenizer (e.g. LoRA-tuned or "
             "fully fine-tuned versions of its base)."
         )
+
+
+def base_dimensions_from_config(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+) -> tuple[int, int] | None:
+    """``(hidden_size, vocab_size)`` that a base's ``config.json`` declares, read without loading its weights.
+
+    ``None`` when the config cannot tell: ``name_or_path`` is a PEFT adapter (which may resize the vocabulary), the
+    config lacks either size, or it cannot be read (loading the base then reports why).
+    """
+    path = resolve_model_path(str(name_or_path))
+    hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    try:
+        if find_adapter_config_file(path, revision=revision, **hub) is not None:
+            return None
+        base_config = AutoConfig.from_pretrained(path, revision=revision, **hub)
+    except Exception:  # noqa: BLE001 - unknown model type, remote code, no network: load_base_model says why
+        return None
+    text_config = base_config.get_text_config()
+    hidden, vocab = getattr(text_config, "hidden_size", None), getattr(text_config, "vocab_size", None)
+    if isinstance(hidden, int) and isinstance(vocab, int) and not isinstance(hidden, bool):
+        return hidden, vocab
+    return None
+
+
+def check_base_config_fits(config: DecodingHeadConfig, name_or_path: str | os.PathLike, **hub_kwargs: Any) -> None:
+    """Raise :class:`IncompatibleBaseModelError` if the base's ``config.json`` already shows that the head does not
+    fit it, before the base's weights are downloaded or loaded (see :func:`base_dimensions_from_config`)."""
+    dims = base_dimensions_from_config(name_or_path, **hub_kwargs)
+    if dims is not None:
+        check_head_fits(config, *dims, f"the base model {str(name_or_path)!r} (per its config.json)")
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers.utils import cached_file
 
-from ..errors import HeadCheckpointError
+from ..errors import HeadCheckpointError, InvalidHeadConfigError
 from ..heads.base import DecodingHead
 from ..heads.configuration import DecodingHeadConfig
 from ..heads.registry import find_decoding_head_type, registered_head_types
@@ -71,6 +71,8 @@ def load_head_config(
 
     Raises:
         HeadCheckpointError: the file is missing or unreadable, or it describes another kind of model.
+        InvalidHeadConfigError: a field has the wrong type, is out of its range or is not finite (checked before
+            anything is built from the config).
     """
     path = _locate(name_or_path, CONFIG_NAME, hub_kwargs)
     try:
@@ -99,6 +101,8 @@ def load_head_config(
         )
     try:
         return head_class.config_class.from_dict(config_dict)
+    except InvalidHeadConfigError as err:  # a field of the wrong type, out of range or not finite: say which file
+        raise InvalidHeadConfigError(err.field, err.value, err.allowed, source=path) from None
     except Exception as err:  # strict-dataclass validation errors name the offending field
         raise HeadCheckpointError(f"invalid {model_type} config in {path}: {err}") from err
 
@@ -115,7 +119,8 @@ def load_head_state_dict(
         head_class: the head type to check against (default: the one ``config.model_type`` names).
 
     Raises:
-        HeadCheckpointError: the file is missing, corrupt, or its tensors do not match the config.
+        HeadCheckpointError: the file is missing or corrupt, or its tensors do not match the config (names, shapes,
+            a floating-point dtype, finite values).
     """
     if head_class is None:
         head_type = find_decoding_head_type(config.model_type)
@@ -130,12 +135,20 @@ def load_head_state_dict(
             f"{path} is not a readable safetensors file ({err}); the download may be "
             "truncated: delete it and load again"
         ) from err
-    expected = {name: tuple(t.shape) for name, t in head_class(config).state_dict().items()}
+    # Shapes from the config alone (the head is not built), so a config claiming a huge head allocates nothing.
+    expected = head_class.expected_state_shapes(config)
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:
         raise HeadCheckpointError(
             f"{path} does not match its config (hidden_size={config.hidden_size}, "
             f"head_hidden_size={config.head_hidden_size}): expected tensors {expected}, found {found}"
+        )
+    # load_state_dict would silently cast integer or boolean tensors into the head's float parameters.
+    not_float = {name: str(t.dtype).removeprefix("torch.") for name, t in state.items() if not t.is_floating_point()}
+    if not_float:
+        raise HeadCheckpointError(
+            f"{path} holds non-floating-point tensors {not_float}; a head's weights are floating point "
+            "(float32, bfloat16, float16 or float64)"
         )
     bad = [name for name, t in state.items() if not torch.isfinite(t).all()]
     if bad:

@@ -68,8 +68,11 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
             training it.
         reward_funcs: as for `GRPOTrainer` (e.g. :class:`~logitmlp_hf.tasks.rewards.MathVerifyReward`).
         args (:class:`DecodingHeadGRPOConfig`, *optional*).
-        train_dataset, eval_dataset, processing_class, callbacks, optimizers: as for `GRPOTrainer`;
-            ``processing_class`` defaults to the base model's tokenizer.
+        train_dataset, eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers, tools,
+        rollout_func, environment_factory: as for `GRPOTrainer` (the same parameters in the same order, with the
+            same defaults); ``processing_class`` defaults to the base model's tokenizer.
+        quantization_config: as for `GRPOTrainer`: applied when ``model`` is an id/path (to the frozen base).
+        peft_config: refused (the base is frozen; pass a LoRA-tuned base as ``model`` instead).
 
     Example:
 
@@ -90,18 +93,22 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
     _tag_names = ["trl", "grpo", "logitmlp"]
     _name = "LogitMLP-GRPO"
 
-    def __init__(
+    def __init__(  # GRPOTrainer's parameters, order and defaults (trl 1.16), so positional calls bind the same
         self,
         model: str | nn.Module,
-        reward_funcs: Callable | list[Callable] | str | list[str],
+        reward_funcs: Callable | list[Callable] | str | list[str] | None = None,
         args: DecodingHeadGRPOConfig | None = None,
         train_dataset: Any = None,
         eval_dataset: Any = None,
         processing_class: Any = None,
+        reward_processing_classes: Any = None,
         callbacks: list | None = None,
         optimizers: tuple = (None, None),
+        quantization_config: Any = None,
         peft_config: Any = None,
-        **kwargs: Any,
+        tools: list[Callable] | None = None,
+        rollout_func: Callable | None = None,
+        environment_factory: Any = None,
     ) -> None:
         if args is None:
             args = DecodingHeadGRPOConfig(output_dir="logitmlp-grpo")
@@ -129,6 +136,16 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                     f"{prompts_per_batch}), so training would run 0 steps: add prompts, or lower "
                     "per_device_train_batch_size or steps_per_generation"
                 )
+        if quantization_config is not None and isinstance(model, (str, os.PathLike)):
+            # As GRPOTrainer does for a model id: it applies to loading the (frozen) base.
+            init_kwargs = dict(args.model_init_kwargs or {})
+            if "quantization_config" in init_kwargs:
+                raise ValueError(
+                    "You set `quantization_config` both as a trainer argument and in `args.model_init_kwargs`. "
+                    "Please set it in only one place, preferably as a trainer argument."
+                )
+            model = load_base_model(model, **init_kwargs, quantization_config=quantization_config)
+            quantization_config = None
         # A new head draws its init from the global RNG, which torch seeds differently in every process: seed it
         # first (as GRPOTrainer does before it builds a PEFT adapter), or the same seed gives a different head.
         set_seed(args.seed)
@@ -138,6 +155,8 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         if processing_class is None:
             base_name = unwrap_causal_lm(model.get_base_model()).name_or_path
             processing_class = AutoTokenizer.from_pretrained(resolve_model_path(base_name), padding_side="left")
+        if reward_funcs is None:  # as in GRPOTrainer (e.g. an environment_factory that scores its own episodes)
+            reward_funcs = []
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if args.overlong_buffer_length:
             reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, args.overlong_buffer_length))
@@ -161,9 +180,13 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 train_dataset=train_dataset,
                 eval_dataset=eval_dataset,
                 processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
                 callbacks=callbacks,
                 optimizers=optimizers,
-                **kwargs,
+                quantization_config=quantization_config,
+                tools=tools,
+                rollout_func=rollout_func,
+                environment_factory=environment_factory,
             )
         # TRL replaces model.forward by a fused LM-head forward that returns log-probs of the plain base
         # (trl/trainer/utils.py add_fused_lm_head); it is an instance attribute, so removing it restores ours.

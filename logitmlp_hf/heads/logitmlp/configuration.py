@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 
-from ..configuration import OBJECTIVES, DecodingHeadConfig
+from ..configuration import OBJECTIVES, DecodingHeadConfig, check_number
+
+
+# Beyond these the warp's slopes and breakpoint overflow float32 on ordinary logits (and no trained head comes near).
+MAX_SLOPE_BOUND = 1e3
+MAX_BREAKPOINT_SCALE = 1e3
 
 
 @strict
@@ -45,12 +50,9 @@ class LogitMLPConfig(DecodingHeadConfig):
     def validate_architecture(self) -> None:
         """Part of `@strict` validation: reject values the transform is undefined for."""
         super().validate_architecture()
-        if not self.slope_bound > 1.0:
-            raise ValueError(f"slope_bound must be > 1 (slopes lie in (1/bound, bound)), got {self.slope_bound}")
-        if not self.breakpoint_scale > 0.0:
-            raise ValueError(f"breakpoint_scale must be > 0, got {self.breakpoint_scale}")
-        if not self.init_std >= 0.0:
-            raise ValueError(f"init_std must be >= 0, got {self.init_std}")
+        check_number("slope_bound", self.slope_bound, above=1.0, at_most=MAX_SLOPE_BOUND)  # slopes in (1/b, b)
+        check_number("breakpoint_scale", self.breakpoint_scale, above=0.0, at_most=MAX_BREAKPOINT_SCALE)
+        check_number("init_std", self.init_std, at_least=0.0, at_most=1.0)
 
     @property
     def num_head_parameters(self) -> int:

@@ -21,15 +21,17 @@ the same rollouts/evaluation (:func:`~logitmlp_hf.evaluation.runner.evaluate`), 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import torch
 from huggingface_hub.dataclasses import strict
 
+from ...errors import InvalidHeadConfigError
 from ...features import LogitStatistics
 from ...modeling import DecodingHeadForCausalLM
 from ...sampling_rules import apply_sampling_rules
 from ..base import Decisions, DecodingContext, DecodingHead
-from ..configuration import DecodingHeadConfig
+from ..configuration import DecodingHeadConfig, check_choice, check_int, check_list
 from .contextual_bandit import BanditPolicyNet
 from .strategy_pool import SamplingStrategy
 
@@ -37,6 +39,7 @@ from .strategy_pool import SamplingStrategy
 logger = logging.getLogger(__name__)
 
 ACTION_SELECTIONS = ("argmax", "sample")
+MAX_STRATEGIES = 1024
 
 
 @strict
@@ -63,18 +66,31 @@ class SequenceAdapterConfig(DecodingHeadConfig):
     def __post_init__(self, **kwargs) -> None:
         if self.strategies is None:
             self.strategies = [SamplingStrategy().to_dict()]
-        self.strategies = [SamplingStrategy.from_dict(s).to_dict() for s in self.strategies]
+        self.strategies = [s.to_dict() for s in self._checked_strategies()]
         super().__post_init__(**kwargs)
+
+    def _checked_strategies(self) -> list[SamplingStrategy]:
+        check_list("strategies", self.strategies, max_length=MAX_STRATEGIES)
+        strategies = []
+        for i, s in enumerate(self.strategies):
+            try:
+                if not isinstance(s, Mapping):
+                    raise TypeError("not a mapping")
+                strategies.append(SamplingStrategy.from_dict(s))
+            except (TypeError, ValueError) as err:
+                raise InvalidHeadConfigError(
+                    f"strategies[{i}]", s, f"a sampling strategy {{temperature, top_k, top_p, min_p}} ({err})"
+                ) from err
+        return strategies
 
     def validate_architecture(self) -> None:
         """Part of `@strict` validation."""
         super().validate_architecture()
-        if not self.strategies:
-            raise ValueError("strategies must not be empty")
-        if self.budgets is not None and any(int(k) < 1 for k in self.budgets):
-            raise ValueError(f"budgets must be >= 1, got {self.budgets}")
-        if self.action_selection not in ACTION_SELECTIONS:
-            raise ValueError(f"action_selection must be one of {ACTION_SELECTIONS}, got {self.action_selection!r}")
+        self._checked_strategies()
+        check_list("budgets", self.budgets, optional=True)
+        for i, k in enumerate(self.budgets or ()):
+            check_int(f"budgets[{i}]", k, 1)
+        check_choice("action_selection", self.action_selection, ACTION_SELECTIONS)
 
     @property
     def sampling_strategies(self) -> list[SamplingStrategy]:
