@@ -31,16 +31,17 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoTokenizer, set_seed
 from trl import GRPOTrainer
 from trl.rewards import get_soft_overlong_punishment
 
+from ..errors import HeadCheckpointError
 from ..features import LogitFeatures, cache_features
 from ..heads.base import DecodingContext
 from ..heads.registry import decoding_head_type
 from ..hub.base_loading import load_base_model, resolve_model_path, unwrap_causal_lm
+from ..hub.head_repo import load_head_state_dict
 from ..modeling import DecodingHeadForCausalLM
 from .advantages import pass_at_k, passk_advantages
 from .checkpoints import last_complete_checkpoint
@@ -472,13 +473,21 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Load the head from a checkpoint (Trainer looks for full-model weight files, which heads never have)."""
-        model = model if model is not None else self.model
-        head = self.accelerator.unwrap_model(model).decoding_head
+        """Load the head from a checkpoint (Trainer looks for full-model weight files, which heads never have),
+        with the checks ``from_pretrained`` applies to a head repo: a readable file, the shapes of the model's head
+        config, finite values."""
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        head = model.decoding_head
         path = os.path.join(resume_from_checkpoint, head.weights_name)
         if not os.path.isfile(path):
-            raise ValueError(f"can't resume: {resume_from_checkpoint} has no {head.weights_name}")
-        state = load_file(path)
+            raise HeadCheckpointError(f"can't resume: {resume_from_checkpoint} has no {head.weights_name}")
+        try:
+            state = load_head_state_dict(os.path.abspath(resume_from_checkpoint), model.config, type(head))
+        except HeadCheckpointError as err:
+            raise HeadCheckpointError(
+                f"can't resume from {resume_from_checkpoint}: {err} (an earlier checkpoint may be intact: pass its "
+                "path as resume_from_checkpoint)"
+            ) from err
         head.load_state_dict(state)
         logger.info("Loaded the head from %s", path)
 
