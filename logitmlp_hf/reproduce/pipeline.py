@@ -98,7 +98,6 @@ def _write_log_history(trainer, run_dir: Path) -> None:
 def train_head(config: ReproduceConfig, model: Any, train_dataset, objective: str, head_dir: Path) -> Path:
     """Train one head (resuming from ``head_dir``'s newest checkpoint) and save it there as a head-only repo."""
     from ..tasks.rewards import MathVerifyReward
-    from ..trainer.checkpoints import last_complete_checkpoint
     from ..trainer.grpo_trainer import DecodingHeadGRPOTrainer
 
     trainer = DecodingHeadGRPOTrainer(
@@ -107,8 +106,8 @@ def train_head(config: ReproduceConfig, model: Any, train_dataset, objective: st
         args=training_arguments(config, head_dir, objective),
         train_dataset=train_dataset,
     )
-    weights_name = trainer.accelerator.unwrap_model(trainer.model).decoding_head.weights_name
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(head_dir, weights_name))
+    # the newest checkpoint holding everything this run's resume reads (its rollout state included), or none
+    trainer.train(resume_from_checkpoint=trainer.last_complete_checkpoint())
     trainer.save_model()
     trainer.create_model_card()
     _write_log_history(trainer, head_dir)
@@ -123,7 +122,7 @@ def train_lora(config: ReproduceConfig, train_dataset, lora_dir: Path) -> Path:
 
     from ..hub.offline_model import load_embedded_model
     from ..tasks.rewards import MathVerifyReward
-    from ..trainer.checkpoints import last_complete_checkpoint
+    from ..trainer.checkpoints import last_complete_checkpoint, resume_files
 
     base, tokenizer = load_embedded_model()
     args = GRPOConfig(
@@ -158,7 +157,8 @@ def train_lora(config: ReproduceConfig, train_dataset, lora_dir: Path) -> Path:
             r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear", task_type="CAUSAL_LM"
         ),
     )
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(lora_dir, SAFETENSORS_WEIGHTS_NAME))
+    required = resume_files(trainer.args.world_size, scaler=getattr(trainer.accelerator, "scaler", None) is not None)
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(lora_dir, SAFETENSORS_WEIGHTS_NAME, required))
     trainer.save_model()
     _write_log_history(trainer, lora_dir)
     return lora_dir

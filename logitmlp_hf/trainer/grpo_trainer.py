@@ -16,8 +16,12 @@ What is overridden, and why (read against trl 1.16 `trl/trainer/grpo_trainer.py`
   the warp's statistics are logged.
 - ``_compute_loss``: exposes the current micro-batch (which carries the cache) to the log-prob override; the loss
   itself (token-level DAPO aggregation, decoupled clipping, metrics) is TRL's.
-- Checkpoints hold the head, optimizer, scheduler and RNG state (TRL/Trainer machinery); ``_load_from_checkpoint``
-  reads the head file, ``create_model_card``/``push_to_hub`` keep the head-only repo and its card.
+- Checkpoints hold the head, optimizer, scheduler and RNG state (TRL/Trainer machinery) and, per process, the rollout
+  state a resume needs to continue on the same trajectory (``_save_rng_state``/``_load_rng_state``: dynamic
+  sampling's refill stream, TRL's step counter and rollout buffer); the train sampler's order depends only on the
+  epoch (``_get_train_sampler``). ``train(resume_from_checkpoint=True)`` takes the newest checkpoint holding every
+  file the resume reads; ``_load_from_checkpoint`` checks the head file as ``from_pretrained`` does;
+  ``create_model_card``/``push_to_hub`` keep the head-only repo and its card.
 """
 
 from __future__ import annotations
@@ -31,19 +35,28 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoTokenizer, set_seed
 from trl import GRPOTrainer
 from trl.rewards import get_soft_overlong_punishment
+from trl.trainer.utils import RepeatSampler
 
+from ..errors import HeadCheckpointError
 from ..features import LogitFeatures, cache_features
 from ..heads.base import DecodingContext
 from ..heads.registry import decoding_head_type
 from ..hub.base_loading import load_base_model, resolve_model_path, unwrap_causal_lm
+from ..hub.head_repo import load_head_state_dict
 from ..modeling import DecodingHeadForCausalLM
 from .advantages import pass_at_k, passk_advantages
-from .checkpoints import last_complete_checkpoint
+from .checkpoints import (
+    OPTIMIZER_NAME,
+    SCHEDULER_NAME,
+    last_complete_checkpoint,
+    missing_checkpoint_files,
+    per_process_names,
+    resume_files,
+)
 from .config import DecodingHeadGRPOConfig
 
 
@@ -493,26 +506,145 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         return merged
 
     # ------------------------------------------------------------------------------- checkpoints and the Hub
+    # Per-process rollout state, written beside Trainer's rng_state[_{rank}].pth and named the same way.
+    _ROLLOUT_STATE = "rollout_state"
+
+    def _resume_files(self) -> list[str]:
+        """Every file besides the head that a resume of this run reads (see :mod:`.checkpoints`)."""
+        scaler = getattr(self.accelerator, "scaler", None) is not None
+        world_size = self.args.world_size
+        names = [*resume_files(world_size, scaler), *per_process_names(self._ROLLOUT_STATE, world_size)]
+        if (
+            self.is_deepspeed_enabled or self.is_fsdp_enabled
+        ):  # they save optimizer/scheduler state in their own layout
+            names = [name for name in names if name not in (OPTIMIZER_NAME, SCHEDULER_NAME)]
+        return names
+
+    def last_complete_checkpoint(self) -> str | None:
+        """The newest ``checkpoint-N`` of ``output_dir`` holding every file this run needs to resume (the head,
+        optimizer, scheduler, RNG and rollout state of each process), or ``None``; newer incomplete ones are skipped
+        with a warning naming what they lack."""
+        weights_name = self.accelerator.unwrap_model(self.model).decoding_head.weights_name
+        return last_complete_checkpoint(self.args.output_dir, weights_name, self._resume_files())
+
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         """`Trainer.train`; ``resume_from_checkpoint=True`` picks the newest *complete* checkpoint (Trainer would take
-        the highest-numbered directory even if a kill left it half-written)."""
+        the highest-numbered directory even if a kill left it half-written), and a checkpoint path that lacks
+        some of the state a resume reads is resumed from with a warning naming what starts afresh (Trainer says
+        nothing)."""
         if resume_from_checkpoint is True or resume_from_checkpoint in ("true", "True"):
-            resume_from_checkpoint = last_complete_checkpoint(
-                self.args.output_dir, self.accelerator.unwrap_model(self.model).decoding_head.weights_name
-            )
+            resume_from_checkpoint = self.last_complete_checkpoint()
             if resume_from_checkpoint is None:
-                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
+                hint = (
+                    " (save_only_model=True checkpoints hold no optimizer or RNG state: they cannot be resumed)"
+                    if self.args.save_only_model
+                    else ""
+                )
+                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}{hint}")
             logger.info("Resuming from %s", resume_from_checkpoint)
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            weights_name = self.accelerator.unwrap_model(self.model).decoding_head.weights_name
+            missing = missing_checkpoint_files(resume_from_checkpoint, weights_name, self._resume_files())
+            missing = [name for name in missing if name != weights_name]  # _load_from_checkpoint refuses that one
+            if missing:
+                logger.warning(
+                    "%s lacks %s: resuming from it anyway, but the state those files hold starts afresh, so the run "
+                    "will not continue as the one that wrote it would have. train(resume_from_checkpoint=True) "
+                    "picks the newest complete checkpoint.",
+                    resume_from_checkpoint,
+                    ", ".join(missing),
+                )
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        """TRL's sampler, its order made a function of the epoch so that a resumed run replays the right one.
+
+        `RepeatSampler` draws each epoch's permutation from a generator it seeds once, so epoch ``e`` gets the
+        generator's ``e``-th draw; a resumed run builds a fresh sampler and would replay epoch 0's order in whatever
+        epoch it resumes. Trainer calls ``set_epoch(epoch)`` before each epoch (as for a `DistributedSampler`), so
+        nothing needs checkpointing: reseeding there and replaying the earlier draws gives TRL's order exactly."""
+        sampler = super()._get_train_sampler(dataset)
+        if type(sampler) is not RepeatSampler or not sampler.shuffle or sampler.seed is None:
+            return sampler
+        return _EpochSeededRepeatSampler(
+            data_source=sampler.data_source,
+            mini_repeat_count=sampler.mini_repeat_count,
+            batch_size=sampler.batch_size,
+            repeat_count=sampler.repeat_count,
+            shuffle=True,
+            seed=sampler.seed,
+        )
+
+    def _rollout_state_name(self) -> str:
+        names = per_process_names(self._ROLLOUT_STATE, self.args.world_size)
+        return names[self.args.process_index] if len(names) > 1 else names[0]
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """Trainer's RNG state, then this process's rollout state (``rollout_state[_{rank}].pth``).
+
+        The rollout stream depends on more than the global RNGs: dynamic sampling draws refill prompts from
+        ``_refill_order``, a permutation drawn from ``_refill_generator``, and TRL generates every
+        ``steps_per_generation × num_iterations`` steps and serves the steps in between from ``_buffered_inputs``,
+        counted by ``_step``. Without them a resumed run refills with other prompts, or regenerates mid-cycle, and
+        leaves the uninterrupted trajectory.
+
+        Why a file here rather than a stateful callback (``TrainerState.stateful_callbacks``): that state lives in
+        ``trainer_state.json``, which only process 0 writes, as JSON, and Trainer restores it only with
+        ``restore_callback_states_from_checkpoint=True``; this state differs per process (each has its own refill
+        stream and rollouts) and holds tensors. ``_save_rng_state`` is where Trainer writes per-process state (every
+        process calls it, and it is skipped with ``save_only_model`` like the rest of the resume state), it runs
+        before ``trainer_state.json`` is written (so a kill while saving leaves it out of a directory that
+        :func:`~.checkpoints.last_complete_checkpoint` then skips), and ``_load_rng_state`` reads it back before the
+        first resumed step. TRL keeps its own extra state the same way, as a small file of the checkpoint
+        (``entropy_ctrl_state.json``). The buffered rollouts (cached features included) are stored only when the
+        checkpoint falls between two generations, where they are needed."""
+        super()._save_rng_state(output_dir)
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        state = {
+            "refill_generator": self._refill_generator.get_state(),
+            "refill_order": torch.tensor(self._refill_order, dtype=torch.long),
+            "step": self._step,
+            "buffered_inputs": self._buffered_inputs if self._step % generate_every else None,
+        }
+        torch.save(state, os.path.join(output_dir, self._rollout_state_name()))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        """Trainer's RNG state, then this process's rollout state (see :meth:`_save_rng_state`)."""
+        super()._load_rng_state(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, self._rollout_state_name())
+        if not os.path.isfile(path):  # train() has already warned that the checkpoint lacks it
+            logger.info("%s not found: the refill stream and TRL's rollout buffer start afresh", path)
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self._refill_generator.set_state(state["refill_generator"])
+        self._refill_order = state["refill_order"].tolist()
+        self._step = int(state["step"])
+        buffered = state["buffered_inputs"]
+        if buffered is not None:
+            device = self.accelerator.device
+            buffered = [
+                {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in buffered
+            ]
+        self._buffered_inputs = buffered
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Load the head from a checkpoint (Trainer looks for full-model weight files, which heads never have)."""
-        model = model if model is not None else self.model
-        head = self.accelerator.unwrap_model(model).decoding_head
+        """Load the head from a checkpoint (Trainer looks for full-model weight files, which heads never have),
+        with the checks ``from_pretrained`` applies to a head repo: a readable file, the shapes of the model's head
+        config, finite values."""
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        head = model.decoding_head
         path = os.path.join(resume_from_checkpoint, head.weights_name)
         if not os.path.isfile(path):
-            raise ValueError(f"can't resume: {resume_from_checkpoint} has no {head.weights_name}")
-        state = load_file(path)
+            raise HeadCheckpointError(f"can't resume: {resume_from_checkpoint} has no {head.weights_name}")
+        try:
+            state = load_head_state_dict(os.path.abspath(resume_from_checkpoint), model.config, type(head))
+        except HeadCheckpointError as err:
+            raise HeadCheckpointError(
+                f"can't resume from {resume_from_checkpoint}: {err} (an earlier checkpoint may be intact: pass its "
+                "path as resume_from_checkpoint)"
+            ) from err
         head.load_state_dict(state)
         logger.info("Loaded the head from %s", path)
 
@@ -601,6 +733,15 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
             allow_patterns=["config.json", self.model.decoding_head.weights_name, "README.md"],
             commit_message=f"Training in progress, step {self.state.global_step}",
         )
+
+
+class _EpochSeededRepeatSampler(RepeatSampler):
+    """TRL's `RepeatSampler` whose permutation depends only on the epoch (see ``_get_train_sampler``)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed)
+        for _ in range(epoch):  # the draws of the earlier epochs, as an uninterrupted RepeatSampler made them
+            torch.randperm(self.num_samples, generator=self.generator)
 
 
 # The first head type's name for it, kept for existing code and recipes; it trains every trainable head type.
