@@ -111,6 +111,35 @@ def test_failed_conversion_leaves_nothing_behind(fake_conversion, tmp_path, monk
     assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == []
 
 
+def test_portable_model_id_names_the_hub_id_for_any_converted_dir(fake_conversion, tmp_path):
+    model_dir = om.embedded_model_dir(tmp_path / "somewhere")
+    assert om.portable_model_id(model_dir) == om.portable_model_id(str(model_dir)) == om.EMBEDDED_MODEL_ID
+    other = tmp_path / "other-model"
+    other.mkdir()
+    assert om.portable_model_id(other) == str(other)
+    (other / om._MARKER_FILE).write_text(json.dumps({"model_id": "someone/else"}))
+    assert om.portable_model_id(other) == str(other)
+    (other / om._MARKER_FILE).write_text("not json")
+    assert om.portable_model_id(other) == str(other)
+    assert om.portable_model_id("Qwen/Qwen3-1.7B-Base") == "Qwen/Qwen3-1.7B-Base"
+    assert om.portable_model_id("") == ""
+
+
+def test_heads_record_the_hub_id_of_a_base_loaded_from_the_embedded_dir(fake_conversion, tmp_path):
+    from conftest import tiny_llama
+    from peft import LoraConfig, get_peft_model
+
+    from logitmlp_hf.hub.base_loading import describe_base
+
+    model_dir = om.embedded_model_dir(tmp_path)
+    base = tiny_llama()
+    base.name_or_path = str(model_dir)  # what from_pretrained(embedded_model_dir()) sets
+    assert describe_base(base)["base_model_name_or_path"] == om.EMBEDDED_MODEL_ID
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert lora.peft_config["default"].base_model_name_or_path == str(model_dir)
+    assert describe_base(lora)["base_model_name_or_path"] == om.EMBEDDED_MODEL_ID
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Real conversion of the embedded GGUF (~15 s once per module) and the resulting checkpoint.
 # ---------------------------------------------------------------------------------------------------------------------

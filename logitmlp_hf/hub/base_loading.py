@@ -170,11 +170,15 @@ def load_base_model(
 
 def describe_base(model: nn.Module) -> dict[str, str | None]:
     """What to record in a head's config about the base it is attached to (ids of the base and of any adapter)."""
+    from .offline_model import portable_model_id
+
     lm = unwrap_causal_lm(model)
-    info: dict[str, str | None] = {"base_model_name_or_path": lm.name_or_path or None}
+    # A base loaded from `embedded_model_dir()` is recorded under its Hub id, not this machine's cache path.
+    info: dict[str, str | None] = {"base_model_name_or_path": portable_model_id(lm.name_or_path) or None}
     if is_peft_model(model):
         peft_config = model.peft_config[model.active_adapter]
-        info["base_model_name_or_path"] = peft_config.base_model_name_or_path or info["base_model_name_or_path"]
+        peft_base = portable_model_id(peft_config.base_model_name_or_path or "")
+        info["base_model_name_or_path"] = peft_base or info["base_model_name_or_path"]
         info["base_model_revision"] = peft_config.revision
         source = getattr(model, "logitmlp_adapter_source", None)
         if source is not None:

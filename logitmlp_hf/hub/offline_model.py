@@ -8,10 +8,16 @@ cache and loads from there afterwards, so tests and examples can run without any
 Example:
 
 ```python
->>> from logitmlp_hf.hub.offline_model import embedded_model_available, load_embedded_model
+>>> from transformers import AutoModelForCausalLM
+>>> from logitmlp_hf.hub.offline_model import embedded_model_available, embedded_model_dir, load_embedded_model
 >>> if embedded_model_available():
 ...     model, tokenizer = load_embedded_model()
+...     # or with transformers alone: the directory is a plain checkpoint (online, the Hub id works the same)
+...     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir())
 ```
+
+Either way, heads and adapters trained on it record the Hub id `EMBEDDED_MODEL_ID` (see [`portable_model_id`]), and
+the package's own loaders (`logitmlp_hf.hub.base_loading`) map that id back to the local copy.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ __all__ = [
     "embedded_model_available",
     "embedded_model_dir",
     "load_embedded_model",
+    "portable_model_id",
 ]
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -314,6 +321,35 @@ def embedded_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         logger.info("Converted the embedded model in %.1f s.", time.perf_counter() - start)
     return model_dir
+
+
+def portable_model_id(name_or_path: str | os.PathLike) -> str:
+    """
+    The Hub id `EMBEDDED_MODEL_ID` if `name_or_path` is a checkpoint directory written by [`embedded_model_dir`] (under
+    any cache root), else `name_or_path` unchanged (as a string).
+
+    A model loaded with `AutoModelForCausalLM.from_pretrained(embedded_model_dir())` carries the local cache path as
+    its `name_or_path`. What a head or an adapter records about its base must load on other machines too, so it
+    records this id instead; locally, `logitmlp_hf.hub.base_loading.resolve_model_path` maps it back. Only the
+    directory's completion marker is read: nothing is converted or downloaded.
+
+    Args:
+        name_or_path (`str` or `os.PathLike`):
+            A model's `name_or_path` (Hub id or local directory).
+
+    Returns:
+        `str`: The portable name.
+    """
+    name = os.fspath(name_or_path)
+    if not name or not os.path.isdir(name):
+        return name
+    try:
+        info = json.loads((Path(name) / _MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return name
+    if isinstance(info, dict) and info.get("model_id") == EMBEDDED_MODEL_ID:
+        return EMBEDDED_MODEL_ID
+    return name
 
 
 def load_embedded_model(
