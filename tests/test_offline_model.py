@@ -231,3 +231,14 @@ def test_default_cache_root(monkeypatch):
     assert om._cache_root(None) == Path.home() / ".cache" / "logitmlp_hf"
     monkeypatch.setenv("LOGITMLP_HF_CACHE", os.path.join("~", "x"))
     assert om._cache_root(None) == Path.home() / "x"
+
+
+@pytest.mark.slow
+@requires_embedded
+def test_cli_loads_the_embedded_model_by_its_hub_id_offline(monkeypatch):
+    from logitmlp_hf.cli.options import load_base
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Hub lookup would fail here instead of hanging on the network
+    model, tokenizer = load_base(om.EMBEDDED_MODEL_ID)
+    assert tokenizer.padding_side == "left" and tokenizer.chat_template
+    assert model.config.vocab_size >= len(tokenizer)

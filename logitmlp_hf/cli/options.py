@@ -67,10 +67,11 @@ def load_base(base_model: str | None, dtype: str = "float32", device: str | None
     else:
         from transformers import AutoTokenizer
 
-        from ..hub.base_loading import load_base_model
+        from ..hub.base_loading import load_base_model, resolve_model_path
 
         model = load_base_model(base_model, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(base_model, padding_side="left")
+        # the resolved path: the embedded model's Hub id must load offline, like the model itself
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(base_model), padding_side="left")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
