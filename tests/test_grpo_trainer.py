@@ -359,3 +359,19 @@ def test_evaluation_runs_on_the_warp_and_logs_eval_metrics(tmp_path):
     trainer = make_trainer(tmp_path, per_device_eval_batch_size=8, num_generations_eval=4)
     metrics = trainer.evaluate(eval_dataset=dataset(8))
     assert "eval_pass@4" in metrics and "eval_warp/kl_to_base" in metrics and "eval_loss" in metrics
+
+
+@pytest.mark.parametrize("disable_tqdm", [False, True])
+def test_step_metrics_go_to_the_logger_not_stdout(tmp_path, capsys, caplog, disable_tqdm):
+    with caplog.at_level(logging.INFO, logger="logitmlp_hf.trainer"):
+        trainer = make_trainer(tmp_path / "quiet", disable_tqdm=disable_tqdm)
+        trainer.train()
+    out = capsys.readouterr().out
+    assert "'loss'" not in out and "'reward'" not in out
+    assert any("step 1:" in r.getMessage() and "reward" in r.getMessage() for r in caplog.records)
+    assert any("reward" in entry for entry in trainer.state.log_history)  # report backends get everything
+
+    loud = make_trainer(tmp_path / "loud", disable_tqdm=disable_tqdm, print_metrics=True)
+    loud.train()
+    captured = capsys.readouterr()
+    assert "'reward'" in captured.out + captured.err

@@ -5,5 +5,6 @@
   features (DAPO clipping, pass@k advantages);
 - :mod:`.advantages` — group-mean and analytical pass@k advantages;
 - :mod:`.checkpoints` — finding a checkpoint that is safe to resume from;
+- :mod:`.callbacks` — per-step metrics to the logger and the progress bar instead of stdout;
 - :mod:`.sequence_adapter` — fitting the sequence-level adapter (action-set selection, contextual bandit).
 """

@@ -86,6 +86,14 @@ class DecodingHeadGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Bound of the head's slopes, (1/b, b); default: the head config's (4)."}
     )
     logprob_chunk_size: int = field(default=128, metadata={"help": "Tokens per vocabulary pass in updates."})
+    print_metrics: bool = field(
+        default=False,
+        metadata={
+            "help": "Print every step's metrics dict to stdout as transformers does; by default they go to the "
+            "logger (INFO), the report_to backends and trainer.state.log_history, and the progress bar shows the "
+            "reward and KL."
+        },
+    )
 
     # GRPOConfig defaults changed for head-only DAPO (see the class docstring)
     learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the head."})

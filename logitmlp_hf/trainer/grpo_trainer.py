@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from transformers import AutoTokenizer, set_seed
+from transformers import AutoTokenizer, PrinterCallback, ProgressCallback, set_seed
 from trl import GRPOTrainer
 from trl.rewards import get_soft_overlong_punishment
 from trl.trainer.utils import RepeatSampler
@@ -49,6 +49,7 @@ from ..hub.base_loading import load_base_model, resolve_model_path, unwrap_causa
 from ..hub.head_repo import load_head_state_dict
 from ..modeling import DecodingHeadForCausalLM
 from .advantages import pass_at_k, passk_advantages
+from .callbacks import MetricsToLogger, MetricsToProgressBar
 from .checkpoints import (
     OPTIMIZER_NAME,
     SCHEDULER_NAME,
@@ -204,6 +205,11 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         # TRL replaces model.forward by a fused LM-head forward that returns log-probs of the plain base
         # (trl/trainer/utils.py add_fused_lm_head); it is an instance attribute, so removing it restores ours.
         self.model.__dict__.pop("forward", None)
+        if not args.print_metrics:  # per-step dicts to the logger and report backends, not stdout
+            if self.pop_callback(ProgressCallback) is not None:
+                self.add_callback(MetricsToProgressBar())
+            if self.pop_callback(PrinterCallback) is not None:
+                self.add_callback(MetricsToLogger())
         self._loss_inputs: dict[str, Any] | None = None
         self._rollout_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._generation_record = None

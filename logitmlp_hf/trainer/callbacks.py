@@ -1,0 +1,49 @@
+"""Where the trainer's per-step metrics go: the logger and the report backends, not stdout.
+
+transformers' ``ProgressCallback`` writes every log dict under the progress bar, and ``PrinterCallback`` (with
+``disable_tqdm``) prints it; a GRPO log has ~40 entries, so a run of 50 steps prints pages of dicts. These
+replacements keep the progress bar (with the reward and KL as its postfix) and send the whole dict to the
+``logitmlp_hf.trainer`` logger at INFO (``-v`` on the CLI, or ``logging.basicConfig(level=logging.INFO)``).
+``report_to`` backends and ``trainer.state.log_history`` receive everything as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transformers import ProgressCallback, TrainerCallback
+
+
+logger = logging.getLogger("logitmlp_hf.trainer")
+
+# What the progress bar shows of each log (when present).
+_POSTFIX = ("reward", "warp/kl_to_base", "loss")
+
+
+def _compact(logs: dict[str, Any]) -> dict[str, Any]:
+    return {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items() if k != "total_flos"}
+
+
+class MetricsToProgressBar(ProgressCallback):
+    """``ProgressCallback`` whose logs go to the logger and the bar's postfix instead of being written below it."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 - see the class docstring
+        if not state.is_world_process_zero or not logs:
+            return
+        logger.info("step %d: %s", state.global_step, _compact(logs))
+        if self.training_bar is not None:
+            shown = {k.split("/")[-1]: f"{logs[k]:.3g}" for k in _POSTFIX if isinstance(logs.get(k), (int, float))}
+            if shown:
+                self.training_bar.set_postfix(shown, refresh=False)
+
+
+class MetricsToLogger(TrainerCallback):
+    """``PrinterCallback``'s job (``disable_tqdm=True``) done through the logger."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 - see the class docstring
+        if state.is_local_process_zero and logs:
+            logger.info("step %d: %s", state.global_step, _compact(logs))
+
+
+__all__ = ["MetricsToLogger", "MetricsToProgressBar"]
