@@ -95,8 +95,8 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
 
     def _capture_last_logits(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         logits = getattr(output, "logits", None)
-        # The float32 copy generate makes of the last position (so its log-softmax is bit-identical to generate's).
-        self._last_logits = None if logits is None else logits[:, -1].to(dtype=torch.float32, copy=True)
+        # A view, no copy: it is only read if the scores turn out not to be these logits (beam search).
+        self._last_logits = None if logits is None else logits[:, -1]
 
     @staticmethod
     def _undo_log_softmax(scores: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,10 +105,15 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
         beam = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
         if logits is None or logits.shape != scores.shape:
             return scores, beam
-        logits = logits.to(scores.device)
+        # The float32 values generate gives processors (so its log-softmax below is bit-identical to generate's).
+        logits = logits.to(device=scores.device, dtype=torch.float32)
+        as_logits = (scores == logits).sum(-1)
+        if bool((as_logits == scores.shape[-1]).all()):
+            # Sampling and greedy with nothing before this processor: every row is the logits themselves, which the
+            # rule below also concludes (a row equal to both forms ties and goes to the logits); one pass, not six.
+            return scores, beam
         lse = logits.logsumexp(dim=-1, keepdim=True)
         log_probs = torch.log_softmax(logits, dim=-1)  # the same op on the same tensor as generate's: bit-identical
-        as_logits = (scores == logits).sum(-1)
         as_log_probs = (scores == log_probs).sum(-1)
         # Ties (no entry matches either, or a row whose log-sum-exp is 0): whichever normalisation is closer.
         lse_scores = scores.logsumexp(dim=-1)
