@@ -199,8 +199,12 @@ def rollout_source(model, tokenizer) -> dict[str, str | None]:
     get_base = getattr(model, "get_base_model", None)
     if get_base is not None and hasattr(model, "decoding_head"):
         model = get_base()
+    from ..hub.offline_model import portable_model_id
+
+    # The portable name, as heads record their base: the embedded model loaded from its cache directory and by its
+    # Hub id are the same model, and rollouts sampled from one must analyse on the other.
     return {
-        "model": getattr(model, "name_or_path", None) or None,
+        "model": portable_model_id(getattr(model, "name_or_path", None) or "") or None,
         "tokenizer": getattr(tokenizer, "name_or_path", None) or None,
         "tokenizer_hash": tokenizer_hash(tokenizer),
     }
