@@ -16,17 +16,15 @@ import os
 import re
 from collections.abc import Sequence
 
+# The names transformers' Trainer writes, from Trainer itself (re-exported for this module's callers).
+from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+
 from ..heads.registry import decoding_head_type, registered_head_types
 
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# The names transformers' Trainer writes (transformers/trainer.py: TRAINER_STATE_NAME, OPTIMIZER_NAME, ...).
-TRAINER_STATE_NAME = "trainer_state.json"
-OPTIMIZER_NAME = "optimizer.pt"
-SCHEDULER_NAME = "scheduler.pt"
-SCALER_NAME = "scaler.pt"
 
 
 def per_process_names(stem: str, world_size: int, suffix: str = ".pth") -> list[str]:
