@@ -208,33 +208,17 @@ def test_processor_refuses_heads_it_cannot_run():
 
 
 def test_trainer_trains_a_registered_type_and_resumes_it(test_head_type, tmp_path):
-    from test_grpo_trainer import dataset, digit_reward
+    from test_grpo_trainer import make_trainer
 
-    from logitmlp_hf import DecodingHeadGRPOConfig, DecodingHeadGRPOTrainer
     from logitmlp_hf.trainer.checkpoints import last_complete_checkpoint
 
-    args = DecodingHeadGRPOConfig(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=2,
-        learning_rate=0.05,
-        logging_steps=1,
+    trainer = make_trainer(
+        tmp_path,
+        save_strategy="steps",
         save_steps=2,
-        report_to=[],
-        seed=0,
-        dataloader_num_workers=0,
-        use_cpu=True,
+        head_init_std=None,  # the test type has no init_std field
         head_type=test_head_type.model_type,
         head_config=json.dumps({"max_log_temperature": math.log(4)}),
-    )
-    trainer = DecodingHeadGRPOTrainer(
-        model=tiny_llama(),
-        reward_funcs=digit_reward,
-        args=args,
-        train_dataset=dataset(),
-        processing_class=char_tokenizer(),
     )
     assert type(trainer.model) is PerTokenTemperatureForCausalLM
     assert trainer.model.config.max_log_temperature == pytest.approx(math.log(4))
