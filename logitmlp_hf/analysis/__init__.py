@@ -2,7 +2,8 @@
 
 - :mod:`.per_token` — teacher-forced analysis of rollouts: KL(head ‖ base), effective temperature, candidates,
   following words, concentration;
-- :mod:`.report` — plots and the Markdown/HTML report.
+- :mod:`.report` — plots and the Markdown/HTML report;
+- :mod:`.viewer` — the interactive per-token page (tokens coloured by KL or T*, candidates and decisions on click).
 """
 
 from .per_token import (
@@ -13,6 +14,7 @@ from .per_token import (
     load_rollouts,
 )
 from .report import write_report
+from .viewer import write_viewer
 
 
 __all__ = [
@@ -22,4 +24,5 @@ __all__ = [
     "generate_arithmetic_rollouts",
     "load_rollouts",
     "write_report",
+    "write_viewer",
 ]

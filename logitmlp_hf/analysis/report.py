@@ -2,7 +2,8 @@
 
 :func:`write_report` writes five PNGs (matplotlib, Agg backend, so it runs headless), ``report.md`` (images
 referenced by relative path, for a repo or a model card), ``report.html`` (the same content with the images embedded
-as base64, a single file that opens anywhere) and ``summary.json``. Each plot is also a function taking the arrays,
+as base64, a single file that opens anywhere), ``summary.json`` and ``viewer.html``, the interactive per-token page of
+:mod:`logitmlp_hf.analysis.viewer` that both reports link. Each plot is also a function taking the arrays,
 so notebooks can draw them on their own axes.
 """
 
@@ -35,6 +36,7 @@ from .per_token import (
     lorenz_curve,
     top_kl_positions,
 )
+from .viewer import DEFAULT_MAX_ROLLOUTS, DEFAULT_TOP_K, VIEWER_FILE, write_viewer
 
 
 logger = logging.getLogger(__name__)
@@ -238,9 +240,16 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 
 def _blocks(
-    analysis: TokenAnalysis, tokenizer, top_positions: int, top_words: int, title: str, source: str | None
+    analysis: TokenAnalysis,
+    tokenizer,
+    top_positions: int,
+    top_words: int,
+    title: str,
+    source: str | None,
+    viewer: bool = False,
 ) -> list[tuple]:
-    """The report as renderer-neutral blocks: ("h1"|"h2"|"h3"|"p", text), ("table", header, rows), ("img", key, alt)."""
+    """The report as renderer-neutral blocks: ("h1"|"h2"|"h3"|"p", text), ("table", header, rows), ("img", key, alt),
+    ("link", text, relative href, text after it)."""
     summary = analysis.summary()
     conc = summary["concentration"]
     t_sum = summary["effective_temperature"]
@@ -255,6 +264,16 @@ def _blocks(
             f"KL(warp‖base) > {analysis.active_kl:g} nats; {summary['n_active']:,} are.",
         )
     )
+    if viewer:
+        blocks.append(
+            (
+                "link",
+                "Interactive per-token viewer",
+                VIEWER_FILE,
+                ": every completion token coloured by KL(warp‖base) or T*, with its candidates and the head's "
+                "decisions on hover or click.",
+            )
+        )
     blocks.append(("h2", "1. How concentrated is the head's action?"))
     blocks.append(
         (
@@ -363,6 +382,8 @@ def _render_markdown(blocks: list[tuple], images: dict[str, str]) -> str:
             out.append("\n".join(lines) if rows else "*(none)*")
         elif kind == "img":
             out.append(f"![{block[2]}]({images[block[1]]})")
+        elif kind == "link":
+            out.append(f"[{block[1]}]({block[2]}){block[3]}")
     return "\n\n".join(out) + "\n"
 
 
@@ -396,6 +417,8 @@ def _render_html(blocks: list[tuple], image_paths: dict[str, Path]) -> str:
             out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
             out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
             out.append("</table>")
+        elif kind == "link":
+            out.append(f'<p><a href="{html.escape(block[2])}">{html.escape(block[1])}</a>{html.escape(block[3])}</p>')
         elif kind == "img":
             # Embedded, not linked: the HTML file alone is the whole report (mail it, open it from anywhere).
             data = base64.b64encode(image_paths[block[1]].read_bytes()).decode("ascii")
@@ -425,8 +448,10 @@ def write_report(
     top_words: int = 60,
     title: str = "LogitMLP analysis",
     source: str | None = None,
+    viewer_rollouts: int | None = DEFAULT_MAX_ROLLOUTS,
+    viewer_top_k: int = DEFAULT_TOP_K,
 ) -> Path:
-    """Write the plots, ``report.md``, ``report.html`` and ``summary.json`` to ``output_dir``.
+    """Write the plots, ``report.md``, ``report.html``, ``summary.json`` and ``viewer.html`` to ``output_dir``.
 
     Args:
         analysis (:class:`~logitmlp_hf.analysis.per_token.TokenAnalysis`): from :func:`~logitmlp_hf.analysis.per_token.analyze_rollouts`.
@@ -436,9 +461,12 @@ def write_report(
         top_words (`int`, *optional*, defaults to `60`): words in the following-words plot and table.
         title (`str`, *optional*): the report's heading.
         source (`str`, *optional*): where the rollouts came from, shown in the report.
+        viewer_rollouts (`int`, *optional*, defaults to `64`): rollouts shown in the interactive viewer
+            (:func:`~logitmlp_hf.analysis.viewer.write_viewer`, the first ones); `None` writes no viewer.
+        viewer_top_k (`int`, *optional*, defaults to `5`): candidates per token in the viewer (at most 6).
 
     Returns:
-        `Path`: the Markdown report (``report.html`` sits next to it).
+        `Path`: the Markdown report (``report.html`` and ``viewer.html`` sit next to it).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -450,7 +478,17 @@ def write_report(
         "t_star": plot_t_star_histogram(analysis.t_star, output_dir / "t_star_hist.png", analysis.active_kl),
         "words": plot_word_cloud(words, output_dir / "following_words.png", max_words=top_words),
     }
-    blocks = _blocks(analysis, tokenizer, top_positions, top_words, title, source)
+    if viewer_rollouts is not None:
+        write_viewer(
+            analysis,
+            tokenizer,
+            output_dir / VIEWER_FILE,
+            max_rollouts=viewer_rollouts,
+            top_k=viewer_top_k,
+            title=f"{title}: per-token viewer",
+            source=source,
+        )
+    blocks = _blocks(analysis, tokenizer, top_positions, top_words, title, source, viewer=viewer_rollouts is not None)
     md_path = output_dir / "report.md"
     md_path.write_text(_render_markdown(blocks, {k: p.name for k, p in paths.items()}), encoding="utf-8")
     (output_dir / "report.html").write_text(_render_html(blocks, paths), encoding="utf-8")

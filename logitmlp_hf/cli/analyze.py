@@ -12,6 +12,7 @@ import torch
 
 from ..analysis.per_token import analyze_rollouts, generate_arithmetic_rollouts, load_rollouts
 from ..analysis.report import write_report
+from ..analysis.viewer import DEFAULT_MAX_ROLLOUTS, VIEWER_FILE
 from ..errors import DataFileError
 from ..heads.registry import decoding_head_type, registered_head_types
 from ..hub.head_repo import load_head_config
@@ -26,7 +27,9 @@ logger = logging.getLogger(__name__)
 DESCRIPTION = """\
 Teacher-forces rollouts through the base and the head and reports, per generated token, KL(head || base), the
 effective temperature (the single temperature closest to the head's distribution there), the base and head top
-candidates and the head's own choices. Writes plots, report.md, report.html and summary.json to --output-dir.
+candidates and the head's own choices. Writes plots, report.md, report.html, summary.json and viewer.html (an
+interactive page: every token coloured by KL or effective temperature, its candidates and the head's choices on
+click) to --output-dir.
 
 Rollouts come from `logitmlp eval --save-rollouts` (--rollouts); without them a small arithmetic set is sampled from
 the head first. Without --head a fresh head is analysed (a dry run of the report). Rollouts record the model and
@@ -37,6 +40,17 @@ Example:
   logitmlp eval --policy head:outputs/demo-head --n-problems 20 --max-new-tokens 48 --save-rollouts
   logitmlp analyze --head outputs/demo-head --rollouts outputs/eval/rollouts.jsonl
 """
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer ≥ 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {value}")
+    return value
 
 
 class AnalyzeCommand(Command):
@@ -83,6 +97,12 @@ class AnalyzeCommand(Command):
             "--top-positions", type=int, default=12, help="highest-KL positions in the candidates table"
         )
         parser.add_argument("--top-words", type=int, default=60, help="words in the following-words table and plot")
+        parser.add_argument(
+            "--viewer-rollouts",
+            type=_at_least_one,
+            default=DEFAULT_MAX_ROLLOUTS,
+            help="rollouts shown in viewer.html, the first ones (the page embeds each token's top-5 candidates)",
+        )
         parser.add_argument(
             "--init-std",
             type=float,
@@ -159,6 +179,7 @@ class AnalyzeCommand(Command):
             top_words=args.top_words,
             title=f"Decoding-head analysis: {args.head or 'fresh head'}",
             source=source,
+            viewer_rollouts=args.viewer_rollouts,
         )
         summary = analysis.summary()
         conc = summary["concentration"]
@@ -168,4 +189,5 @@ class AnalyzeCommand(Command):
             f"{conc['zero_threshold']:g}; half the KL on {conc['percent_for_half']:.3g}% of positions"
         )
         print(f"Report: {report} (and {report.with_suffix('.html')})")
+        print(f"Per-token viewer: {report.parent / VIEWER_FILE} (open it in a browser)")
         return 0

