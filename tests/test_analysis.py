@@ -328,6 +328,7 @@ def test_run_analyze_offline_on_smollm2(tmp_path):
     assert AnalyzeCommand().run(args) == 0
     out = args.output_dir
     assert (out / "report.html").stat().st_size > 10_000
+    assert (out / "viewer.html").stat().st_size > 10_000  # the interactive page (tests/test_viewer.py)
     rollouts = load_rollouts(out / "rollouts.jsonl")
     assert len(rollouts) == 4 and all(r["completion_ids"] for r in rollouts)
 

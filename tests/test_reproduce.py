@@ -222,6 +222,7 @@ def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
         "eval/rollouts.jsonl",
         "analysis/pass1/report.md",
         "analysis/passk/summary.json",
+        "analysis/passk/viewer.html",
         "results.md",
         "results.json",
         "plots/pareto.png",
@@ -230,6 +231,7 @@ def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
         assert (out / path).exists(), path
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["n_test"] == 4 and len(results["claims"]) == 3
+    assert "(analysis/pass1/viewer.html)" in (out / "results.md").read_text()  # the interactive per-token pages
     assert json.loads((out / "heads/passk/config.json").read_text())["objective"] == "pass@k"
     timings = (out / "timings.json").read_text()
     # A second run finds every stage done and only rewrites the report.

@@ -110,8 +110,11 @@ def test_viewer_data_holds_the_analysis_numbers_and_text(analysed):
         np.testing.assert_allclose([v for v in entry["t_star"] if v is not None], t_star[~np.isnan(t_star)], rtol=1e-5)
         cand_ids = [[data["candidate_ids"][c] for c in row] for row in entry["candidates"]]
         assert cand_ids == analysis.top_ids[rows, :5].tolist()
-        np.testing.assert_allclose(entry["base_probs"], analysis.top_base_probs[rows, :5], rtol=1e-5, atol=1e-9)
-        np.testing.assert_allclose(entry["warp_probs"], analysis.top_warp_probs[rows, :5], rtol=1e-5, atol=1e-9)
+        scale = data["prob_scale"]
+        for key, probs in (("base_probs", analysis.top_base_probs), ("warp_probs", analysis.top_warp_probs)):
+            assert all(type(p) is int for row in entry[key] for p in row)
+            np.testing.assert_allclose(np.array(entry[key]) / scale, probs[rows, :5], rtol=0, atol=0.5 / scale)
+        np.testing.assert_allclose(np.array(entry["top1"]) / scale, analysis.base_top1[rows], rtol=0, atol=0.5 / scale)
     assert data["candidate_text"] == [tokenizer.decode([t]) for t in data["candidate_ids"]]
     assert (analysis.kl > analysis.active_kl).any() and (analysis.kl <= analysis.active_kl).any()  # both colours
 
@@ -142,6 +145,28 @@ def test_viewer_caps_rollouts_and_checks_its_arguments(analysed):
         viewer_data(analysis, tokenizer, top_k=7)
     with pytest.raises(ValueError, match="max_rollouts must be at least 1"):
         viewer_data(analysis, tokenizer, max_rollouts=0)
+
+
+def test_viewer_of_an_empty_analysis_says_so(tmp_path):
+    tokenizer = _tokenizer()
+    model = LogitMLPForCausalLM.from_base_model(tiny_llama(0)).eval()
+    empty = analyze_rollouts(model, tokenizer, [{"prompt_ids": [5, 6], "completion_ids": []}])
+    data = _embedded_json(write_viewer(empty, tokenizer, tmp_path / "v.html").read_text(encoding="utf-8"))
+    assert data["rollouts"] == [] and data["n_tokens_total"] == 0
+
+
+def test_analyze_cli_viewer_option():
+    import argparse
+
+    from logitmlp_hf.cli.analyze import AnalyzeCommand
+
+    parser = argparse.ArgumentParser()
+    AnalyzeCommand().add_arguments(parser)
+    assert parser.parse_args([]).viewer_rollouts == 64
+    assert parser.parse_args(["--viewer-rollouts", "3"]).viewer_rollouts == 3
+    for bad in ("0", "x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--viewer-rollouts", bad])
 
 
 def test_token_pieces_keep_split_characters_whole():
@@ -196,7 +221,9 @@ def browser():
     except ImportError:
         missing.append("selenium (the [test] extra)")
     if missing:
-        reason = f"needs {', '.join(missing)} (Debian: apt-get install chromium chromium-driver)"
+        reason = (
+            f"the viewer's browser tests need {', '.join(missing)} (Debian: apt-get install chromium chromium-driver)"
+        )
         if os.environ.get("CI") or os.environ.get("LOGITMLP_REQUIRE_BROWSER"):
             pytest.fail(f"the browser test {reason}, and CI / LOGITMLP_REQUIRE_BROWSER says it must run")
         pytest.skip(reason)
@@ -252,13 +279,14 @@ def _table(driver, table_id: str) -> list[list[str]]:
 
 
 def _close(shown: str, value: float, decimals: int | None = None, digits: int | None = None) -> bool:
-    """``shown`` is ``value`` to the page's precision (half a unit of the last shown digit, plus the JSON rounding)."""
+    """``shown`` is ``value`` to the page's precision: half a unit of the last shown digit, plus the data's own
+    rounding (probabilities in millionths, other numbers to 6 significant digits)."""
     number = float(shown.split()[0].replace("−", "-"))
     if decimals is not None:
         unit = 10.0**-decimals
     else:
         unit = 10.0 ** (math.floor(math.log10(abs(value))) - digits + 1) if value else 10.0**-digits
-    return abs(number - value) <= 0.5 * unit * 1.001 + 1e-6 * abs(value) + 1e-12
+    return abs(number - value) <= 0.5 * unit + 1e-6 * max(1.0, abs(value))
 
 
 def _colours(driver) -> list[str]:
@@ -361,4 +389,51 @@ def test_viewer_in_headless_chromium_for_another_head_type(browser, tmp_path):
         assert _close(shown, float(analysis.decisions[key][0]), digits=4), (key, shown)
     options = browser.execute_script("return [...document.getElementById('color-by').options].map(o => o.value)")
     assert options == ["kl", "t_star"] + [f"dec:{k}" for k in analysis.decisions]
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_results_page_links_the_viewers_that_exist(tmp_path):
+    """The main job's results.md links each head's viewer.html, and no page that a run did not write."""
+    from test_reproduce import _policy
+
+    from logitmlp_hf.evaluation.results import EvalResults
+    from logitmlp_hf.evaluation.sweep import SweepResults, temperature_policy
+    from logitmlp_hf.reproduce.config import ReproduceConfig, RunPaths
+    from logitmlp_hf.reproduce.report import HEAD_POLICY_NAMES, write_results
+
+    correct, answers = [[True, False]] * 4, [["1", "2"]] * 4
+    test = {temperature_policy(1.0).name: _policy("T=1", correct, answers)}
+    sweep = SweepResults([1.0], "mean_accuracy", 1.0, EvalResults({}, dict(test)), EvalResults({}, dict(test)))
+    heads = EvalResults(
+        {},
+        {
+            HEAD_POLICY_NAMES[k]: _policy(HEAD_POLICY_NAMES[k], correct, answers, kind="head")
+            for k in HEAD_POLICY_NAMES
+        },
+    )
+    config = ReproduceConfig(output_dir=str(tmp_path), n_test=4, n_samples=2, temperatures=[1.0], n_resamples=50)
+    paths = RunPaths(tmp_path)
+
+    def links() -> list[str]:
+        md = write_results(config, paths, sweep, heads, None, {}).read_text(encoding="utf-8")
+        return re.findall(r"\]\((analysis/[^)]*viewer\.html)\)", md)
+
+    assert links() == []
+    (paths.analysis / "passk").mkdir(parents=True)
+    (paths.analysis / "passk" / "viewer.html").write_text("<!DOCTYPE html>", encoding="utf-8")
+    assert links() == ["analysis/passk/viewer.html"]
+    (paths.analysis / "pass1").mkdir(parents=True)
+    (paths.analysis / "pass1" / "viewer.html").write_text("<!DOCTYPE html>", encoding="utf-8")
+    assert links() == ["analysis/pass1/viewer.html", "analysis/passk/viewer.html"]
+    assert "analysis/pass1/viewer.html" in (tmp_path / "results.txt").read_text(encoding="utf-8")
+
+
+def test_viewer_of_an_empty_analysis_in_headless_chromium(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    tokenizer = _tokenizer()
+    model = LogitMLPForCausalLM.from_base_model(tiny_llama(0)).eval()
+    empty = analyze_rollouts(model, tokenizer, [{"prompt_ids": [5, 6], "completion_ids": []}])
+    _open(browser, write_viewer(empty, tokenizer, tmp_path / "v.html"))
+    assert browser.find_element(By.ID, "rollout-info").text == "No analysed tokens."
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -9,8 +9,9 @@ head types). It is the view that explains *where* a head acts.
 The page is one file with no external resources (its Content-Security-Policy forbids any network access): the data
 is embedded as JSON in a ``<script type="application/json">`` block (``<``, ``>`` and ``&`` escaped as ``\\u003c``…,
 so no token text can close it), and the inline script only ever inserts text with ``textContent``. To keep the page
-small only the top ``top_k`` candidates are kept, numbers are rounded to 6 significant digits, and at most
-``max_rollouts`` rollouts are shown (the first ones in the analysis, never a selection by KL).
+small only the top ``top_k`` candidates are kept, probabilities are stored as integers in millionths (shown to
+4 decimals) and other numbers to 6 significant digits, and at most ``max_rollouts`` rollouts are shown (the first
+ones in the analysis, never a selection by KL).
 
 :func:`viewer_data` builds the embedded data (a JSON-serialisable dict) and :func:`render_viewer` the page from it,
 so other tools can embed or post-process either.
@@ -46,6 +47,7 @@ VIEWER_FILE = "viewer.html"
 """The page's name next to an analysis report (``write_report`` writes it; reports link it by this name)."""
 DEFAULT_MAX_ROLLOUTS = 64
 DEFAULT_TOP_K = 5
+PROB_SCALE = 1_000_000  # probabilities travel as integers in millionths: a third of the bytes of 6-digit floats
 PROMPT_TAIL_CHARS = 240
 
 
@@ -98,6 +100,11 @@ def _numbers(values: np.ndarray, digits: int = 6) -> list:
     return [_number(v, digits) for v in np.asarray(values).tolist()]
 
 
+def _probabilities(values: np.ndarray) -> list:
+    """Probabilities as integers in millionths (:data:`PROB_SCALE`), ``None`` for NaN."""
+    return [None if not math.isfinite(v) else round(v * PROB_SCALE) for v in np.asarray(values, np.float64).tolist()]
+
+
 def viewer_data(
     analysis: TokenAnalysis,
     tokenizer,
@@ -118,13 +125,15 @@ def viewer_data(
         source (`str`, *optional*): where the rollouts came from, shown under the heading.
 
     Returns:
-        `dict`: ``title``, ``source``, ``active_kl``, ``top_k``, ``decision_keys``, ``n_rollouts_total``,
+        `dict`: ``title``, ``source``, ``active_kl``, ``prob_scale``, ``top_k``, ``decision_keys``, ``n_rollouts_total``,
         ``n_tokens_total``, ``candidate_ids`` / ``candidate_text`` (the candidates' token ids and decoded text,
         referenced by index) and ``rollouts``: per rollout ``index``, ``problem_id``, ``sample``, ``correct``,
         ``answer``, ``prompt`` (its last characters), and per token ``text`` (see :func:`token_pieces`),
         ``token_id``, ``kl``, ``t_star`` (``None`` where inactive), ``top1``, ``decisions`` (``{key: [...]}``),
         ``b_rel`` (LogitMLP only), ``candidates`` (indices into ``candidate_text``), ``base_probs``,
-        ``warp_probs``; ``special`` lists the positions of special tokens.
+        ``warp_probs``; ``special`` lists the positions of special tokens. Probabilities (``top1``, ``base_probs``,
+        ``warp_probs``) are integers in units of ``1 / prob_scale``; other numbers are rounded to 6 significant
+        digits; NaN is ``None``.
 
     Raises:
         `ValueError`: ``max_rollouts`` below 1 or ``top_k`` outside ``[1, 6]``.
@@ -161,11 +170,11 @@ def viewer_data(
             "special": [i for i, t in enumerate(ids) if t in special],
             "kl": _numbers(np.clip(analysis.kl[rows], 0.0, None)),  # round-off can make a KL of ~0 negative
             "t_star": _numbers(analysis.t_star[rows]),
-            "top1": _numbers(analysis.base_top1[rows]),
+            "top1": _probabilities(analysis.base_top1[rows]),
             "decisions": {k: _numbers(v[rows]) for k, v in analysis.decisions.items()},
             "candidates": [[candidate_index[int(t)] for t in row_ids] for row_ids in top_ids.tolist()],
-            "base_probs": [_numbers(p) for p in analysis.top_base_probs[rows, :top_k]],
-            "warp_probs": [_numbers(p) for p in analysis.top_warp_probs[rows, :top_k]],
+            "base_probs": [_probabilities(p) for p in analysis.top_base_probs[rows, :top_k]],
+            "warp_probs": [_probabilities(p) for p in analysis.top_warp_probs[rows, :top_k]],
         }
         if has_b_rel:
             entry["b_rel"] = _numbers(analysis.b_rel[rows])
@@ -175,6 +184,7 @@ def viewer_data(
         "title": title,
         "source": source,
         "active_kl": float(analysis.active_kl),
+        "prob_scale": PROB_SCALE,
         "top_k": top_k,
         "decision_keys": list(analysis.decisions),
         "n_rollouts_total": int(analysed.size),
@@ -343,6 +353,7 @@ function visible(s) {
   return s.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5").replace(/ /g, "\u2423");
 }
 const isNum = (x) => x !== null && x !== undefined && Number.isFinite(x);
+const prob = (p) => (isNum(p) ? p / DATA.prob_scale : null); // probabilities travel as integers
 const fmtProb = (p) => (isNum(p) ? p.toFixed(4) : "\u2013");
 const fmt = (x, digits) => (isNum(x) ? x.toPrecision(digits) : "\u2013");
 
@@ -517,7 +528,7 @@ function showDetail(i) {
   const statRows = [
     ["kl", "KL(warp \u2016 base)", fmt(r.kl[i], 4) + " nats"],
     ["t_star", "effective temperature T*", isNum(r.t_star[i]) ? fmt(r.t_star[i], 4) : "\u2013 (inactive)"],
-    ["top1", "base top-1 probability", fmtProb(r.top1[i])],
+    ["top1", "base top-1 probability", fmtProb(prob(r.top1[i]))],
   ];
   for (const [key, name, value] of statRows) {
     const tr = row([[name], [value, "num"]]);
@@ -545,7 +556,7 @@ function showDetail(i) {
   cand.appendChild(row([["#"], ["token"], ["base p"], ["warp p"], ["\u0394"]], true));
   let sampledShown = false;
   r.candidates[i].forEach((c, k) => {
-    const pb = r.base_probs[i][k], pw = r.warp_probs[i][k];
+    const pb = prob(r.base_probs[i][k]), pw = prob(r.warp_probs[i][k]);
     const delta = isNum(pb) && isNum(pw) ? (pw - pb >= 0 ? "+" : "\u2212") + Math.abs(pw - pb).toFixed(4) : "\u2013";
     const tr = row([
       [String(k + 1), "num"], [visible(DATA.candidate_text[c]), "token"],
