@@ -182,6 +182,9 @@ def test_token_pieces_keep_split_characters_whole():
     ids = tokenizer("aé € b", add_special_tokens=False)["input_ids"]
     assert "\ufffd" in tokenizer.decode(ids[1:2])
     assert token_pieces(tokenizer, ids) == ["a", "", "é", " ", "", "", "€", " ", "b"]
+    # a completion cut inside a character still shows every byte it has (as U+FFFD, like the decoded text)
+    assert token_pieces(tokenizer, ids[:5]) == ["a", "", "é", " ", "\ufffd"]
+    assert "".join(token_pieces(tokenizer, ids[:6])) == tokenizer.decode(ids[:6])
 
 
 def test_viewer_for_another_head_type_shows_its_own_decisions(tmp_path):
@@ -225,7 +228,7 @@ def browser():
             f"the viewer's browser tests need {', '.join(missing)} (Debian: apt-get install chromium chromium-driver)"
         )
         if os.environ.get("CI") or os.environ.get("LOGITMLP_REQUIRE_BROWSER"):
-            pytest.fail(f"the browser test {reason}, and CI / LOGITMLP_REQUIRE_BROWSER says it must run")
+            pytest.fail(f"{reason}; CI / LOGITMLP_REQUIRE_BROWSER is set, so they must run here")
         pytest.skip(reason)
 
     def no_download(*args, **kwargs):

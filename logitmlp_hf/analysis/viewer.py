@@ -19,6 +19,7 @@ so other tools can embed or post-process either.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -85,6 +86,10 @@ def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
             prefix_start, read_start = read_start, t + 1
         else:
             pieces.append("")
+    if read_start < len(ids):  # the completion ends inside a character (a length cut): its last token shows the rest
+        prefix = _decode(tokenizer, ids[prefix_start:read_start])
+        text = _decode(tokenizer, ids[prefix_start:])
+        pieces[-1] = text[len(prefix) :] if text.startswith(prefix) else _decode(tokenizer, ids[-1:])
     return pieces
 
 
@@ -204,8 +209,6 @@ def _script_json(data: dict[str, Any]) -> str:
 
 def render_viewer(data: dict[str, Any]) -> str:
     """The viewer page for :func:`viewer_data`'s output, as one HTML string (no external resources)."""
-    import html
-
     return (
         _PAGE.replace("__TITLE__", html.escape(str(data.get("title", "Per-token viewer"))))
         .replace("__CSS__", _CSS)
