@@ -251,7 +251,14 @@ def test_pass1_default_pass_k_accepts_two_generations(tmp_path):
 def test_pass_k_is_checked_against_num_generations_eval(tmp_path):
     with pytest.raises(ValueError, match="pass_k=4 .*num_generations_eval=2"):
         grpo_config(tmp_path, num_generations=4, num_generations_eval=2, objective="pass@k", pass_k=4)
-    grpo_config(tmp_path, num_generations=5, num_generations_eval=4, objective="pass@k", pass_k=4)
+    grpo_config(
+        tmp_path,
+        num_generations=8,
+        per_device_train_batch_size=8,
+        num_generations_eval=4,
+        objective="pass@k",
+        pass_k=4,
+    )
 
 
 def test_pass_k_equal_to_the_group_size_is_refused(tmp_path):
