@@ -11,7 +11,7 @@ import numpy as np
 
 from ..evaluation.exact import exact_metrics
 from ..evaluation.frontier import FrontierGap, frontier_gap, frontier_gap_from_values
-from ..evaluation.metrics import per_problem_metrics
+from ..evaluation.metrics import MetricValue, paired_difference, per_problem_metrics
 from ..evaluation.results import EvalResults, PolicyResults
 from ..tasks.branching import BRANCHING_POSITION_TYPES
 from .report import frontier_result_line, machine_description
@@ -26,6 +26,10 @@ def _correct(result: PolicyResults) -> list[list[bool]]:
 
 def _fmt(gap: FrontierGap) -> str:
     return f"{gap.gap.value:+.3f} [{gap.gap.ci_low:+.3f}, {gap.gap.ci_high:+.3f}] **{gap.verdict}**"
+
+
+def _diff(d: MetricValue | None) -> str:
+    return "—" if d is None else f"{d.value:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]"
 
 
 def _by_type(t: np.ndarray) -> dict[str, float]:
@@ -102,6 +106,14 @@ def write_branching_results(
         for name, r in static.items()
     }
 
+    # The strongest static rule (by sampled best@k): a learned warp should be compared with it too.
+    best_static = max(static, key=lambda n: point(_correct(static[n]))[1]) if static else None
+
+    def vs_static(correct) -> Any:
+        if best_static is None:
+            return None
+        return paired_difference(correct, _correct(static[best_static]), "best@k", n_resamples=n_res, seed=config.seed)
+
     rows: dict[str, dict[str, Any]] = {}
     by_recipe: dict[str, list[str]] = defaultdict(list)
     for name, head in heads.items():
@@ -118,6 +130,7 @@ def write_branching_results(
             ),
             "effective_temperature": _by_type(head["effective_temperature"]),
             "decisions": head["decisions"],
+            "best@k_vs_best_static_rule": vs_static(correct),
             "_correct": correct,
         }
         by_recipe[head["recipe"]["name"]].append(name)
@@ -142,6 +155,10 @@ def write_branching_results(
             "seeds_beyond": sum(rows[n]["sampled_gap"].verdict == "beyond" for n in names),
             "n_seeds": len(names),
             "accuracy": [rows[n]["sampled_point"][0] for n in names],
+            "seeds_above_best_static_rule": sum(
+                rows[n]["best@k_vs_best_static_rule"] is not None and rows[n]["best@k_vs_best_static_rule"].ci_low > 0
+                for n in names
+            ),
             "best@k": [rows[n]["sampled_point"][1] for n in names],
         }
 
@@ -196,7 +213,7 @@ def write_branching_results(
         },
         "heads": {
             n: {
-                key: (value.to_dict() if isinstance(value, FrontierGap) else value)
+                key: (value.to_dict() if isinstance(value, (FrontierGap, MetricValue)) else value)
                 for key, value in r.items()
                 if not key.startswith("_")
             }
@@ -285,9 +302,9 @@ def write_branching_results(
         "",
         "## Heads (every recipe and training seed that was run)",
         "",
-        "| recipe / seed | mean acc | best@k | gap (sampled) | gap (exact) | T_eff exploration / precision | "
-        "mean s1 / s2 at exploration |",
-        "|---|---|---|---|---|---|---|",
+        f"| recipe / seed | mean acc | best@k | gap (sampled) | gap (exact) | best@k − {best_static} | "
+        "T_eff exploration / precision | mean s1 / s2 at exploration |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         te = r["effective_temperature"]
@@ -295,14 +312,16 @@ def write_branching_results(
         s = f"{d['s1'][0]:.2f} / {d['s2'][0]:.2f}" if "s1" in d and "s2" in d else "—"
         lines.append(
             f"| {name} | {r['sampled_point'][0]:.3f} | {r['sampled_point'][1]:.3f} | {_fmt(r['sampled_gap'])} | "
-            f"{_fmt(r['exact_gap'])} | {te['exploration']:.2f} / {te['precision']:.2f} | {s} |"
+            f"{_fmt(r['exact_gap'])} | {_diff(r['best@k_vs_best_static_rule'])} | "
+            f"{te['exploration']:.2f} / {te['precision']:.2f} | {s} |"
         )
     lines += [
         "",
         "## Recipes across training seeds (sampled metrics)",
         "",
-        "| recipe | settings | seeds beyond | mean acc (mean ± sd) | best@k (mean ± sd) | pooled gap |",
-        "|---|---|---|---|---|---|",
+        f"| recipe | settings | seeds beyond | seeds above {best_static} | mean acc (mean ± sd) | best@k (mean ± sd) | "
+        "pooled gap |",
+        "|---|---|---|---|---|---|---|",
     ]
     for recipe, p in pooled.items():
         r0 = rows[by_recipe[recipe][0]]["recipe"]
@@ -314,7 +333,8 @@ def write_branching_results(
         )
         acc, bk = np.asarray(p["accuracy"]), np.asarray(p["best@k"])
         lines.append(
-            f"| {recipe} | {settings} | {p['seeds_beyond']}/{p['n_seeds']} | {acc.mean():.3f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.3f} | "
+            f"| {recipe} | {settings} | {p['seeds_beyond']}/{p['n_seeds']} | "
+            f"{p['seeds_above_best_static_rule']}/{p['n_seeds']} | {acc.mean():.3f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.3f} | "
             f"{bk.mean():.3f} ± {bk.std(ddof=1) if len(bk) > 1 else 0:.3f} | {_fmt(p['gap'])} |"
         )
     lines += ["", f"![frontier]({plot.name})", "", "## Results", "", "```"]
