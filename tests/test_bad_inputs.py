@@ -12,6 +12,7 @@ import json
 import logging
 
 import pytest
+import torch
 from conftest import VOCAB, char_tokenizer, tiny_llama
 from datasets import Dataset
 
@@ -250,7 +251,25 @@ def test_pass1_default_pass_k_accepts_two_generations(tmp_path):
 def test_pass_k_is_checked_against_num_generations_eval(tmp_path):
     with pytest.raises(ValueError, match="pass_k=4 .*num_generations_eval=2"):
         grpo_config(tmp_path, num_generations=4, num_generations_eval=2, objective="pass@k", pass_k=4)
-    grpo_config(tmp_path, num_generations=4, num_generations_eval=4, objective="pass@k", pass_k=4)
+    grpo_config(
+        tmp_path,
+        num_generations=8,
+        per_device_train_batch_size=8,
+        num_generations_eval=4,
+        objective="pass@k",
+        pass_k=4,
+    )
+
+
+def test_pass_k_equal_to_the_group_size_is_refused(tmp_path):
+    # k = group size makes every pass@k advantage 0 (see trainer.advantages): a run that could never learn.
+    from logitmlp_hf.trainer.advantages import passk_advantages
+
+    rewards = torch.tensor([[1.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    assert passk_advantages(rewards, k=4).abs().max() == 0
+    assert passk_advantages(rewards, k=3).abs().max() > 0
+    with pytest.raises(ValueError, match="pass_k=4 equals num_generations=4"):
+        grpo_config(tmp_path, num_generations=4, objective="pass@k", pass_k=4)
     grpo_config(tmp_path, num_generations=4, num_generations_eval=2, objective="pass@1")  # logged pass@k clamps
 
 

@@ -167,6 +167,13 @@ def test_report_tables_and_claims_from_known_results(tmp_path):
     assert "| GLOBAL-T* (base, T*=0.5) |" in md and "plots/pareto.png" in md and "`logitmlp x`" in md
     assert (tmp_path / "plots" / "pareto.png").stat().st_size > 0
     assert "best@4" in (tmp_path / "results.txt").read_text()
+    # against the whole frontier: the pass@k head solves every problem at a lower accuracy than any temperature,
+    # the pass@1 head *is* a sweep point
+    frontier = payload["frontier"]
+    assert frontier["passk"]["verdict"] == "beyond" and frontier["passk"]["gap"]["value"] == pytest.approx(2 / 3)
+    assert frontier["pass1"]["verdict"] == "on" and frontier["pass1"]["gap"]["value"] == pytest.approx(0.0)
+    assert "RESULT arithmetic_passk_best8_vs_frontier=0.6667 ci=[" in md
+    assert "RESULT arithmetic_pass1_best8_vs_frontier=0.0000 ci=[" in (tmp_path / "results.txt").read_text()
 
 
 # ------------------------------------------------------------------------------------------------ the whole job

@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 import re
 import shlex
+import shutil
 import sys
 
+from ..errors import LogitMLPError
 from ..reproduce.config import ReproduceConfig
 from ..reproduce.pipeline import reproduce
 from .base import Command
@@ -23,7 +25,22 @@ Examples:
   logitmlp reproduce                 # the full job
   logitmlp reproduce --quick         # a few-minute smoke run of every stage (measures nothing)
   logitmlp reproduce --with-lora     # plus the LoRA stacking demonstration
+  logitmlp reproduce --task branching                 # the controlled task: heads vs oracle vs the whole
+                                                      # temperature frontier, 3 training seeds
+  logitmlp reproduce --task branching --recipes all   # plus the recipe search (10 recipes x 3 seeds)
 """
+
+# Options of the arithmetic job that the controlled task does not have.
+_ARITHMETIC_ONLY = {f.name for f in dataclasses.fields(ReproduceConfig)} - {
+    "output_dir",
+    "seed",
+    "n_train",
+    "n_validation",
+    "n_test",
+    "n_samples",
+    "temperatures",
+    "n_resamples",
+}
 
 
 def field_help() -> dict[str, str]:
@@ -57,6 +74,26 @@ class ReproduceCommand(Command):
             help="a few-minute smoke run of every stage (tiny problem sets, 2 steps); measures nothing",
         )
         parser.add_argument("--overwrite", action="store_true", help="delete --output-dir first instead of resuming")
+        parser.add_argument(
+            "--task",
+            choices=("arithmetic", "branching"),
+            default="arithmetic",
+            help="arithmetic: Table 1 on the embedded SmolLM2; branching: the controlled task where the best per-token "
+            "warp is known (default: arithmetic)",
+        )
+        parser.add_argument(
+            "--recipes",
+            nargs="+",
+            default=None,
+            help="branching only: training recipes to run, or 'all' for the whole search (default: pass1 pass8)",
+        )
+        parser.add_argument(
+            "--training-seeds",
+            type=int,
+            nargs="+",
+            default=None,
+            help="branching only: one head per recipe per seed (default: 0 1 2)",
+        )
         helps = field_help()
         for f in dataclasses.fields(ReproduceConfig):
             flag = "--" + f.name.replace("_", "-")
@@ -84,7 +121,55 @@ class ReproduceCommand(Command):
         }
         return ReproduceConfig.quick(**overrides) if args.quick else ReproduceConfig(**overrides)
 
+    @staticmethod
+    def branching_config_from_args(args: argparse.Namespace):
+        from ..reproduce.branching import BranchingRunConfig
+
+        given = sorted(
+            "--" + name.replace("_", "-") for name in _ARITHMETIC_ONLY if getattr(args, name, None) is not None
+        )
+        if given:
+            raise LogitMLPError(f"--task branching does not take {', '.join(given)} (options of the arithmetic job)")
+        overrides = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(BranchingRunConfig)
+            if getattr(args, f.name, None) is not None
+        }
+        if overrides.get("output_dir") is None and args.quick:
+            overrides["output_dir"] = "outputs/branching-quick"
+        try:
+            return BranchingRunConfig.quick(**overrides) if args.quick else BranchingRunConfig(**overrides)
+        except ValueError as err:
+            raise LogitMLPError(str(err)) from None
+
+    def run_branching(self, args: argparse.Namespace) -> int:
+        from tqdm.auto import tqdm
+
+        from ..reproduce.branching import run_branching
+
+        config = self.branching_config_from_args(args)
+        if args.overwrite and config.path.exists():
+            shutil.rmtree(config.path)
+        bars: dict[str, tqdm] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar = bars.get(what)
+            if bar is None:
+                bar = bars[what] = tqdm(total=total, desc=what, mininterval=5.0, dynamic_ncols=True)
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+        report = run_branching(config, on_stage=lambda line: print(line, flush=True), progress=progress)
+        print(f"results: {report}")
+        print("\n".join(line for line in report.read_text(encoding="utf-8").splitlines() if line.startswith("RESULT")))
+        return 0
+
     def run(self, args: argparse.Namespace) -> int:
+        if args.task == "branching":
+            return self.run_branching(args)
+        if args.recipes is not None or args.training_seeds is not None:
+            raise LogitMLPError("--recipes and --training-seeds belong to --task branching")
         config = self.config_from_args(args)
         command = "logitmlp " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "logitmlp reproduce"
         report = reproduce(

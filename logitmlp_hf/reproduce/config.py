@@ -90,8 +90,9 @@ class ReproduceConfig:
             )
         if min(self.n_train, self.n_validation, self.n_test) < 1:
             raise ValueError("n_train, n_validation and n_test must all be >= 1")
-        if not 1 <= self.pass_k <= self.num_generations:
-            raise ValueError(f"pass_k must be in [1, num_generations={self.num_generations}], got {self.pass_k}")
+        if not 1 <= self.pass_k < self.num_generations:
+            # k = group size would make every pass@k advantage 0 (see DecodingHeadGRPOConfig)
+            raise ValueError(f"pass_k must be in [1, num_generations={self.num_generations}), got {self.pass_k}")
         if self.select_by not in ("mean_accuracy", "best@k"):
             raise ValueError(f"select_by must be 'mean_accuracy' or 'best@k', got {self.select_by!r}")
 

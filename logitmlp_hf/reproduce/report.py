@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..analysis.viewer import VIEWER_FILE
+from ..evaluation.frontier import FrontierGap, frontier_gap
 from ..evaluation.metrics import MetricValue, paired_difference
 from ..evaluation.results import EvalResults, PolicyResults, library_versions
 from ..evaluation.sweep import SweepResults, pareto_plot, temperature_policy
@@ -27,7 +28,7 @@ from ..evaluation.sweep import SweepResults, pareto_plot, temperature_policy
 if TYPE_CHECKING:
     from .config import ReproduceConfig, RunPaths
 
-__all__ = ["CLAIMS", "machine_description", "write_results"]
+__all__ = ["CLAIMS", "frontier_result_line", "machine_description", "write_results"]
 
 # The source's Table-1 claims for Qwen3-1.7B (docs/method.md §4), as (row, metric, direction vs GLOBAL-T*).
 CLAIMS: tuple[tuple[str, str, str], ...] = (
@@ -203,6 +204,26 @@ def write_results(
             ]
         )
 
+    # Each head against the whole temperature frontier of the base, at its own mean accuracy.
+    sweep_correct = {
+        r.policy.temperature: [p["correct"] for p in r.problems]
+        for r in sweep.test.policies.values()
+        if r.policy.kind == "temperature"
+    }
+    frontier = (
+        {
+            key: frontier_gap(
+                [p["correct"] for p in heads[HEAD_POLICY_NAMES[key]].problems],
+                sweep_correct,
+                n_resamples=config.n_resamples,
+                seed=config.seed,
+            )
+            for key in ("pass1", "passk")
+        }
+        if len(sweep_correct) >= 2
+        else {}
+    )
+
     # Plots.
     plots = root / "plots"
     markers = {HEAD_POLICY_NAMES[key]: rows[HEAD_POLICY_NAMES[key]] for key in ("passk", "pass1")}
@@ -239,6 +260,7 @@ def write_results(
         "table": {name: {c: r.metrics[c].to_dict() for c in TABLE_COLUMNS} for name, r in rows.items()},
         "differences_vs_global_t_star": {n: {m: v.to_dict() for m, v in d.items()} for n, d in diffs.items()},
         "claims": [dict(zip(("claim", "difference", "verdict"), c)) for c in claims],
+        "frontier": {key: g.to_dict() for key, g in frontier.items()},
         "training_reward": dict(curves),
         "analysis": {n: _analysis_headline(a) for n, a in analyses.items()},
         "timings_seconds": dict(timings),
@@ -258,6 +280,9 @@ def write_results(
             "",
             "The source's claims (Qwen3-1.7B, MATH-500) checked here:",
             _text_table(["claim", "difference", "here"], claims),
+            "",
+            "Against the whole temperature frontier (best@k at the head's own mean accuracy):",
+            *(frontier_result_line("arithmetic", key, g) for key, g in frontier.items()),
             "",
             f"Report: {root / 'results.md'}",
             f"Plots:  {plots / 'pareto.png'}, {plots / 'training_reward.png'}",
@@ -281,11 +306,21 @@ def write_results(
         versions,
         machine,
         command,
+        frontier,
         viewers={key: path.relative_to(root).as_posix() for key, path in viewers.items()},
     )
     path = root / "results.md"
     path.write_text(md, encoding="utf-8")
     return path
+
+
+def frontier_result_line(task: str, head: str, gap: FrontierGap) -> str:
+    """``RESULT <task>_<head>_best8_vs_frontier=<gap> ci=[lo,hi]`` (names reduced to lower-case letters and digits)."""
+    import re
+
+    clean = lambda s: re.sub(r"[^a-z0-9]", "", s.lower())  # noqa: E731
+    g = gap.gap
+    return f"RESULT {clean(task)}_{clean(head)}_best8_vs_frontier={g.value:.4f} ci=[{g.ci_low:.4f},{g.ci_high:.4f}]"
 
 
 def _json_default(value: Any) -> Any:
@@ -324,6 +359,7 @@ def _markdown(
     versions,
     machine,
     command,
+    frontier: Mapping[str, FrontierGap],
     viewers: Mapping[str, str] | None = None,
 ) -> str:
     k = config.n_samples
@@ -369,6 +405,32 @@ def _markdown(
         "### Differences against GLOBAL-T* (paired over the same problems)",
         "",
         _md_table(diff_header, diff_rows),
+        "",
+        "### Against the whole temperature frontier (not one temperature)",
+        "",
+        f"Each head's best@{k} minus the best best@{k} the base's temperature sweep on the same test problems reaches at "
+        "the head's own mean accuracy (the grid's points and straight segments between neighbouring temperatures; "
+        "flat above the most accurate point). beyond / on / inside: the paired 95% interval is above / contains / is "
+        f"below 0. Grid: {', '.join(f'{t:g}' for t in sweep.temperatures)}.",
+        "",
+        _md_table(
+            ["head", "mean acc", f"best@{k}", f"frontier best@{k} there", "gap", "verdict"],
+            [
+                [
+                    name,
+                    f"{g.policy_point[0]:.3f}",
+                    f"{g.policy_point[1]:.3f}",
+                    f"{g.frontier_at_policy:.3f}",
+                    f"{g.gap.value:+.3f} [{g.gap.ci_low:+.3f}, {g.gap.ci_high:+.3f}]",
+                    g.verdict + (" (above the grid's accuracy range)" if g.beyond_range else ""),
+                ]
+                for name, g in frontier.items()
+            ],
+        ),
+        "",
+        "```",
+        *(frontier_result_line("arithmetic", name, g) for name, g in frontier.items()),
+        "```",
         "",
         "### The source's claims, checked on this model",
         "",

@@ -129,6 +129,14 @@ class DecodingHeadGRPOConfig(GRPOConfig):
                         f"pass_k={self.pass_k} must be between 1 and {name}={group} (the pass@k objective is "
                         "estimated from each prompt's group of generations, in training and in evaluation)"
                     )
+            if self.num_generations is not None and self.pass_k == self.num_generations:
+                # With k = group size, every k-subset is the whole group: a group with any right rollout has pass@k = 1
+                # and every advantage is 0, one without has 0 too. Training would silently learn nothing.
+                raise ValueError(
+                    f"pass_k={self.pass_k} equals num_generations={self.num_generations}: the pass@k advantage is then 0 "
+                    f"for every rollout and the head never learns; use num_generations > pass_k (e.g. "
+                    f"{2 * self.pass_k}) or a smaller pass_k"
+                )
         if self.max_dynamic_sampling_rounds < 0:
             raise ValueError(f"max_dynamic_sampling_rounds must be >= 0, got {self.max_dynamic_sampling_rounds}")
         if self.use_vllm and self.vllm_enable_sleep_mode:
