@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from logitmlp_hf import LogitMLPForCausalLM
-from logitmlp_hf.evaluation.exact import exact_metrics, oracle_position_warps, reference_paths, success_probability
+from logitmlp_hf.evaluation.exact import exact_metrics, reference_paths, success_probability
+from logitmlp_hf.heads.logitmlp.oracle import oracle_position_warps
 from logitmlp_hf.tasks.branching import (
     SPECIAL_TOKENS,
     BranchingTaskConfig,
@@ -89,7 +90,9 @@ def test_oracle_is_at_least_every_temperature_in_its_grid(base):
     model, tokenizer = base
     _, _, test = make_branching_splits(300, 50, 60)
     paths = reference_paths(model, tokenizer, test)
-    oracle = oracle_position_warps(paths, "best@k", k=8, slope_bound=4.0, n_slopes=9, n_breakpoints=5)
+    oracle = oracle_position_warps(
+        paths.base_logits, paths.targets, "best@k", k=8, slope_bound=4.0, n_slopes=9, n_breakpoints=5
+    )
     best = exact_metrics(oracle.q, 8)["best@k"].mean()
     for t in np.exp(np.linspace(-np.log(4), np.log(4), 9)):  # the grid's own slopes, as temperatures
         assert (

@@ -27,6 +27,8 @@ MAY_IMPORT_HEAD_TYPES = {
     "logitmlp_hf": HEAD_TYPES,
     "logitmlp_hf.heads": HEAD_TYPES,
     "logitmlp_hf.trainer.sequence_adapter": ("logitmlp_hf.heads.sequence_adapter",),
+    # the controlled task compares trained heads with the best warp of the LogitMLP family itself
+    "logitmlp_hf.reproduce.branching": ("logitmlp_hf.heads.logitmlp",),
 }
 
 

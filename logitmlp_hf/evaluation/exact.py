@@ -1,4 +1,4 @@
-"""Exact success probabilities on tasks with one right completion, and the best per-position warp (the oracle).
+"""Exact success probabilities on tasks with one right completion.
 
 When a problem has exactly one right completion ``a_1 … a_L`` (end-of-sequence included), the probability that one
 sample is right is ``q = Π_t p(a_t | prompt, a_<t)``: the product of the sampling distribution's probabilities
@@ -8,28 +8,22 @@ distribution from the model's state on that path: a temperature, a static rule, 
 
 It does not apply to tasks with many right completions (free-form reasoning): use sampled evaluation there.
 
-The oracle searches the warp family ``softmax(s1·ℓ + (s2 − s1)·ReLU(ℓ − b))`` with the head's own bounds
-(``s_i ∈ [1/B, B]``, ``b = max − 4·std·u``, ``u ∈ [0, 1]``) exhaustively on a grid, one warp per answer *position*
-(shared by all problems), by coordinate ascent over positions on the mean of the chosen objective.
+The best warp of the LogitMLP family per position (the oracle) is searched on these paths by
+[`~logitmlp_hf.heads.logitmlp.oracle.oracle_position_warps`].
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..features import logit_statistics
-from ..heads.logitmlp.transform import warp_logits
-
 
 __all__ = [
     "ReferencePaths",
     "exact_metrics",
-    "oracle_position_warps",
     "reference_paths",
     "success_probability",
 ]
@@ -125,78 +119,3 @@ def exact_metrics(q: np.ndarray | Sequence[float], k: int) -> dict[str, np.ndarr
     """Per-problem ``mean_accuracy`` (``q``) and ``best@k`` (``1 − (1 − q)^k``) of ``k`` independent samples."""
     q = np.asarray(q, dtype=float)
     return {"mean_accuracy": q, "best@k": 1.0 - (1.0 - q) ** k}
-
-
-def _warp_grid(slope_bound: float, n_slopes: int, n_breakpoints: int) -> torch.Tensor:
-    slopes = torch.exp(torch.linspace(-math.log(slope_bound), math.log(slope_bound), n_slopes, dtype=torch.float64))
-    u = torch.linspace(0.0, 1.0, n_breakpoints, dtype=torch.float64)
-    s1, s2, uu = torch.meshgrid(slopes, slopes, u, indexing="ij")
-    return torch.stack([s1.flatten(), s2.flatten(), uu.flatten()], dim=-1)  # (G, 3)
-
-
-@dataclass
-class OracleWarps:
-    """The best warp per position: ``s1``, ``s2``, ``u`` (``b = max − 4·std·u``) arrays of shape `(L,)`, and ``q``."""
-
-    s1: np.ndarray
-    s2: np.ndarray
-    u: np.ndarray
-    q: np.ndarray
-    sampling_logits: torch.Tensor
-
-
-def oracle_position_warps(
-    paths: ReferencePaths,
-    objective: str = "best@k",
-    k: int = 8,
-    slope_bound: float = 4.0,
-    n_slopes: int = 25,
-    n_breakpoints: int = 21,
-    rounds: int = 4,
-) -> OracleWarps:
-    """The best warp per completion position (same for every problem) for ``objective``, by exhaustive grid search.
-
-    Args:
-        paths ([`ReferencePaths`]): The base logits along the reference paths.
-        objective (`str`, *optional*, defaults to `"best@k"`): ``"best@k"`` or ``"mean_accuracy"``.
-        k (`int`, *optional*, defaults to `8`): The ``k`` of best@k.
-        slope_bound (`float`, *optional*, defaults to `4.0`): The slopes' bound ``B``.
-        n_slopes, n_breakpoints (`int`): Grid points per slope (log-spaced) and for ``u``.
-        rounds (`int`, *optional*, defaults to `4`): Coordinate-ascent sweeps over the positions.
-
-    Returns:
-        `OracleWarps`.
-    """
-    if objective not in ("best@k", "mean_accuracy"):
-        raise ValueError(f"objective must be 'best@k' or 'mean_accuracy', got {objective!r}")
-    logits = paths.base_logits.double()
-    n, length, _ = logits.shape
-    grid = _warp_grid(slope_bound, n_slopes, n_breakpoints)
-    stats = logit_statistics(logits)
-    # log p(target) per grid warp, per problem, per position: (G, N, L)
-    table = torch.empty(len(grid), n, length, dtype=torch.float64)
-    for j in range(length):
-        ell = logits[:, j]  # (N, V)
-        b = stats.max[:, j][None, :] - 4.0 * stats.std[:, j][None, :] * grid[:, 2:3]  # (G, N)
-        warped = warp_logits(ell[None], grid[:, 0:1], grid[:, 1:2], b).double()  # (G, N, V)
-        table[:, :, j] = torch.log_softmax(warped, -1).gather(
-            -1, paths.targets[None, :, j, None].expand(len(grid), n, 1)
-        )[..., 0]
-    identity = int(((grid[:, 0] - 1).abs() + (grid[:, 1] - 1).abs()).argmin())
-    choice = [identity] * length
-
-    def score(log_q: torch.Tensor) -> torch.Tensor:  # (G, N) → (G,)
-        q = log_q.exp()
-        return q.mean(-1) if objective == "mean_accuracy" else (1 - (1 - q) ** k).mean(-1)
-
-    for _ in range(rounds):
-        for j in range(length):
-            rest = sum(table[choice[i], :, i] for i in range(length) if i != j)
-            choice[j] = int(score(table[:, :, j] + rest).argmax())
-    chosen = grid[choice]
-    b = stats.max - 4.0 * stats.std * chosen[:, 2][None, :]
-    warped = warp_logits(logits, chosen[:, 0][None, :], chosen[:, 1][None, :], b).float()
-    q = sum(table[choice[i], :, i] for i in range(length)).exp().numpy()
-    return OracleWarps(
-        s1=chosen[:, 0].numpy(), s2=chosen[:, 1].numpy(), u=chosen[:, 2].numpy(), q=q, sampling_logits=warped
-    )

@@ -309,7 +309,8 @@ def run_branching(
 
     # 5. exact metrics, oracle, frontier tests, report
     def report() -> Path:
-        from ..evaluation.exact import oracle_position_warps, reference_paths, success_probability
+        from ..evaluation.exact import reference_paths, success_probability
+        from ..heads.logitmlp.oracle import oracle_position_warps
 
         base = load_base()
         paths = reference_paths(base, tokenizer, test)
@@ -333,7 +334,9 @@ def run_branching(
         oracles = {}
         for objective in ("best@k", "mean_accuracy"):
             for bound in sorted({BRANCHING_RECIPES[r].slope_bound for r in config.recipes}):
-                oracle = oracle_position_warps(paths, objective, k=config.n_samples, slope_bound=bound)
+                oracle = oracle_position_warps(
+                    paths.base_logits, paths.targets, objective, k=config.n_samples, slope_bound=bound
+                )
                 oracles[f"{objective}, B={bound:g}"] = {
                     "q": oracle.q,
                     "s1": oracle.s1.tolist(),
