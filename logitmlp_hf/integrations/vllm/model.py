@@ -159,7 +159,7 @@ def apply_head(
     logits = logits.float()
     check = on_cpu if check_finite is None else check_finite
     stats = logit_statistics(logits, check_finite=check, host_sync=on_cpu or check)
-    return head.sampling_logits_(logits, head.decide(hidden_states, stats))
+    return head.sampling_logits_(logits, head.decide_at(hidden_states, logits, stats))
 
 
 @contextlib.contextmanager
@@ -207,6 +207,15 @@ class DecodingHeadVLLMMixin:
             torch.manual_seed(_INLINE_INIT_SEED)
             head = head_class(config)
         check_runs_in_vllm(head)
+        if head.absorbs_user_rule:
+            # compute_logits sees no request's SamplingParams: vLLM's sampler applies them after the head.
+            logger.warning(
+                "%s composes the user's temperature/top-p with its own (sampling_composition=%r), but inside vLLM "
+                "a request's temperature, top-k, top-p and min-p act after the head's rule; the two agree at "
+                "temperature=1, top_p=1 (no top-k/min-p)",
+                type(head).__name__,
+                getattr(config, "sampling_composition", None),
+            )
         self.decoding_head_spec = spec
         self.decoding_head_config = config
         self.head_attribute = _model_class_of(head).head_attribute
