@@ -21,8 +21,8 @@ then user processors such as this one, then the temperature/top-k/top-p/min-p wa
 penalised scores (``-inf`` entries are ignored by its statistics) and the sampling warpers act on the head's
 distribution. A head that absorbs the user's sampling settings instead (AutoDeco's released composition, where the
 user's temperature and top-p scale the head's) cannot take them from ``generate``, which a processor does not see:
-give them to the processor (``temperature=``, ``top_p=``, ...) and not to ``generate``, whose warpers would act a
-second time after the head. :class:`~logitmlp_hf.DecodingHeadForCausalLM` instead applies the head to the model's output, before
+give them to the processor (``temperature=``, ``top_p=``) and not to ``generate``, whose warpers would act a second
+time after the head (its top-k, min-p, ... warpers act after the head on both paths). :class:`~logitmlp_hf.DecodingHeadForCausalLM` instead applies the head to the model's output, before
 every processor; with no built-in processor active the two paths give the same distribution.
 """
 
@@ -52,7 +52,7 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
         model (`PreTrainedModel` or `PeftModel`): the model whose ``generate`` this processor is passed to.
         config (:class:`~logitmlp_hf.heads.DecodingHeadConfig`, *optional*): the head's config, to check the model's
             sizes against.
-        temperature, top_k, top_p, min_p (*optional*): the user's sampling settings, for a head that absorbs them
+        temperature, top_p (*optional*): the user's sampling settings, for a head that absorbs them
             (``head.absorbs_user_rule``: AutoDeco's released composition samples at ``T̂·temperature`` with top-p
             ``min(1, p̂·top_p)``). Pass them here *instead of* to ``generate``. Refused for other heads, whose rule
             ``generate``'s own warpers follow.
@@ -73,15 +73,9 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
         config: DecodingHeadConfig | None = None,
         *,
         temperature: float | None = None,
-        top_k: int | None = None,
         top_p: float | None = None,
-        min_p: float | None = None,
     ) -> None:
-        given = {
-            k: v
-            for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p).items()
-            if v is not None
-        }
+        given = {k: v for k, v in dict(temperature=temperature, top_p=top_p).items() if v is not None}
         if given and not head.absorbs_user_rule:
             raise ValueError(
                 f"{type(head).__name__} does not take the user's sampling settings into its rule: pass {sorted(given)} "
@@ -113,9 +107,7 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
         model: nn.Module,
         *,
         temperature: float | None = None,
-        top_k: int | None = None,
         top_p: float | None = None,
-        min_p: float | None = None,
         **hub_kwargs: Any,
     ) -> DecodingHeadLogitsProcessor:
         """Load a head repo's head (not its base), of whatever head type, and hook it to ``model``; the sampling
@@ -126,8 +118,7 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
         head = decoding_head_type(config.model_type).head_class(config)
         head.load_state_dict(state_dict)
         device = unwrap_causal_lm(model).get_output_embeddings().weight.device
-        rule = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
-        return cls(head.to(device).eval(), model, config=config, **rule)
+        return cls(head.to(device).eval(), model, config=config, temperature=temperature, top_p=top_p)
 
     def _capture_last_hidden(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._last_hidden = args[0][:, -1]

@@ -467,10 +467,10 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         return DecodingContext(parallel_budget=torch.tensor(float(k))), int(max_new_tokens)
 
     def _absorb_user_rule(self, kwargs: dict[str, Any]) -> tuple[SamplingRule | None, dict[str, Any]]:
-        """For heads that absorb the user's sampling settings: the rule ``generate`` would apply (temperature, top-k,
-        top-p, min-p of the generation config it builds from ``kwargs`` and the base's defaults) and the kwargs that
-        make the base's ``generate`` apply none of those warpers after the head. ``(None, kwargs)`` when not
-        sampling: ``generate`` applies no warper then, and the head decides alone."""
+        """For heads that absorb the user's sampling settings: the temperature and top-p ``generate`` would apply (of
+        the generation config it builds from ``kwargs`` and the base's defaults) and the kwargs that make the base's
+        ``generate`` apply neither warper after the head (its other warpers, top-k, min-p, ..., still act after it).
+        ``(None, kwargs)`` when not sampling: ``generate`` applies no warper then, and the head decides alone."""
         lm = unwrap_causal_lm(self._require_base())
         given = kwargs.get("generation_config")
         # transformers' own merge of the generation config, the model's defaults and kwargs: what generate would use.
@@ -481,12 +481,10 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             return None, kwargs
         rule = SamplingRule(
             temperature=1.0 if effective.temperature is None else effective.temperature,
-            top_k=effective.top_k or None,
-            top_p=effective.top_p,
-            min_p=effective.min_p,
+            top_p=1.0 if effective.top_p is None else effective.top_p,
         )
         # Neutral values, not None: generate fills None fields from the model's generation config again.
-        neutral = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, **({"min_p": 0.0} if rule.min_p is not None else {})}
+        neutral = {"temperature": 1.0, "top_p": 1.0}
         if given is None:
             return rule, {**kwargs, **neutral}
         given = copy.deepcopy(given)  # the caller's object stays as it was
@@ -499,8 +497,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         """The base model's ``generate``, sampling from the head's distribution (see ``transformers`` docs).
 
         For heads that absorb the user's sampling settings (``absorbs_user_rule``: AutoDeco's released composition),
-        the temperature, top-k, top-p and min-p of the call (or of the generation config) go into the head's rule and
-        the base's warpers for them are turned off; for every other head they act after the head's rule, as usual.
+        the temperature and top-p of the call (or of the generation config) go into the head's rule and the base's
+        warpers for them are turned off; for every other head they act after the head's rule, as usual. Every other
+        warper (top-k, min-p, ...) acts after the head's rule for every head.
 
         Args:
             parallel_budget (`int`, *optional*): for heads that condition on it, how many samples are drawn per

@@ -10,8 +10,7 @@ vLLM fork's ``gpu_model_runner.py`` for how a user's settings combine with them 
   default (its ``use_enhanced_features=False`` variant, ``[h; T̂]``, is ``top_p_features="temperature"``);
 - the user's settings *scale* the head's predictions (``sampling_composition="released"``): with the user's
   temperature ``T_u`` and top-p ``p_u``, tokens are sampled at ``T = T̂·T_u`` with one top-p ``p = min(1, p̂·p_u)``
-  computed at ``T`` (``T_u = 0`` is greedy); the user's top-k and min-p act at ``T`` too, in vLLM's order
-  (temperature, min-p, top-k, top-p);
+  computed at ``T`` (``T_u = 0`` is greedy);
 - the differentiable top-p used for the policy's log-prob: with ``q = softmax(ℓ/T̂)`` sorted in decreasing order and
   ``c`` its *inclusive* cumulative sum, the mask ``m = exp(−α·ReLU(c − p̂))`` (``α = 30``) and
   ``p̃ = q·m / Σ q·m``. ``T̂`` is not detached there, so the temperature head also learns from it;
@@ -57,7 +56,7 @@ from torch import nn
 from ..errors import HeadCheckpointError, InvalidHeadConfigError
 from ..features import LogitStatistics
 from ..modeling import DecodingHeadForCausalLM
-from ..sampling_rules import SamplingRule, min_p_logits, temperature_logits, top_k_logits, top_p_logits
+from ..sampling_rules import SamplingRule, temperature_logits, top_p_logits
 from .base import Decisions, DecodingContext, DecodingHead
 from .configuration import DecodingHeadConfig, check_choice, check_number
 from .registry import register_decoding_head
@@ -118,7 +117,8 @@ class AutoDecoConfig(DecodingHeadConfig):
             top-p ``p_u`` (``generate``'s, a logits processor's, TRL's temperature) combine with the head's:
             ``"released"`` — sample at ``T = T̂·T_u`` with one top-p ``min(1, p̂·p_u)`` at ``T`` (the released
             code); ``"sequential"`` — the head's rule first, then the user's warpers on its distribution (this
-            package's earlier rule; what configs saved without this field mean).
+            package's earlier rule; what configs saved without this field mean). Other warpers (top-k, min-p, ...)
+            act after the head's rule either way.
     """
 
     model_type = "autodeco"
@@ -296,28 +296,17 @@ class AutoDecoHead(DecodingHead):
         return {"temperature": temperature.float(), "top_p": top_p.float()}
 
     def apply_user_rule(self, decisions: Decisions, rule: SamplingRule) -> Decisions:
-        """The released composition: ``T = T̂·T_u``, ``p = min(1, p̂·p_u)``, and the user's top-k / min-p (if any)
-        per position, all applied at ``T`` by :meth:`sampling_logits`."""
-        temperature, top_p = decisions["temperature"], decisions["top_p"]
-        out = {
-            "temperature": temperature * rule.temperature,
-            "top_p": (top_p * (1.0 if rule.top_p is None else rule.top_p)).clamp(max=1.0),
+        """The released composition: ``T = T̂·T_u``, ``p = min(1, p̂·p_u)`` per position (top-p at ``T``, by
+        :meth:`sampling_logits`). The rule's top-k and min-p are not absorbed: ``generate`` applies them after."""
+        top_p = 1.0 if rule.top_p is None else rule.top_p
+        return {
+            "temperature": decisions["temperature"] * rule.temperature,
+            "top_p": (decisions["top_p"] * top_p).clamp(max=1.0),
         }
-        if rule.top_k is not None:
-            out["top_k"] = torch.full_like(temperature, float(rule.top_k))
-        if rule.min_p is not None:
-            out["min_p"] = torch.full_like(temperature, rule.min_p)
-        return out
 
     def sampling_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
-        """``ℓ/T`` with hard top-p per row (transformers' rule); a composed user rule's min-p and top-k act between
-        the two, in vLLM's order (temperature, min-p, top-k, top-p). ``T = 0`` rows are greedy."""
-        x = temperature_logits(logits, decisions["temperature"])
-        if "min_p" in decisions:
-            x = min_p_logits(x, decisions["min_p"])
-        if "top_k" in decisions:
-            x = top_k_logits(x, decisions["top_k"])
-        return top_p_logits(x, decisions["top_p"])
+        """``ℓ/T̂`` with hard top-p ``p̂`` per row (transformers' rule); ``T̂ = 0`` rows are greedy."""
+        return top_p_logits(temperature_logits(logits, decisions["temperature"]), decisions["top_p"])
 
     def policy_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
         """``ℓ/T̂ − α·ReLU(c − p̂)``: the log of AutoDeco's soft-masked probabilities, up to normalisation."""

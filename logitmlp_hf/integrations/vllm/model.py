@@ -211,8 +211,7 @@ class DecodingHeadVLLMMixin:
             # compute_logits sees no request's SamplingParams: vLLM's sampler applies them after the head.
             logger.warning(
                 "%s composes the user's temperature/top-p with its own (sampling_composition=%r), but inside vLLM "
-                "a request's temperature, top-k, top-p and min-p act after the head's rule; the two agree at "
-                "temperature=1, top_p=1 (no top-k/min-p)",
+                "a request's temperature and top-p act after the head's rule; the two agree at temperature=1, top_p=1",
                 type(head).__name__,
                 getattr(config, "sampling_composition", None),
             )
