@@ -102,6 +102,8 @@ def write_released_checkpoint(path, base_dir, use_enhanced_features=True, filena
         for head, bias in ((heads.temp_head, 1.2), (heads.top_p_head, 1.5)):
             head.mlp[2].weight.mul_(4.0)
             head.mlp[2].bias.fill_(bias)
+        if use_enhanced_features:  # the variance (< 4e-3 here) weighs as much as the other statistics
+            heads.top_p_head.mlp[0].weight[:, base_config["hidden_size"] + 3].mul_(300.0)
     config = {
         **base_config,
         "model_type": "autodeco",
@@ -122,6 +124,17 @@ def write_released_checkpoint(path, base_dir, use_enhanced_features=True, filena
     return heads.eval()
 
 
+@pytest.fixture
+def peaked_base_dir(tmp_path):
+    """A tiny Llama whose next-token distributions range from flat to peaked (max prob 0.004-0.93), saved locally:
+    the released top-p head's probability statistics then vary from position to position."""
+    base = tiny_llama()
+    with torch.no_grad():
+        base.lm_head.weight.mul_(30.0)
+    base.save_pretrained(tmp_path / "peaked-llama")
+    return tmp_path / "peaked-llama"
+
+
 def _hidden_and_logits(base, ids, mask):
     captured = {}
     handle = base.get_output_embeddings().register_forward_pre_hook(lambda m, args: captured.update(h=args[0]))
@@ -140,9 +153,9 @@ def _hidden_and_logits(base, ids, mask):
     ids=["d+5", "d+1", "split-file"],
 )
 def test_released_checkpoint_loads_and_samples_as_the_released_heads(
-    tmp_path, base_dir, use_enhanced_features, filename
+    tmp_path, peaked_base_dir, use_enhanced_features, filename
 ):
-    replica = write_released_checkpoint(tmp_path / "released", base_dir, use_enhanced_features, filename)
+    replica = write_released_checkpoint(tmp_path / "released", peaked_base_dir, use_enhanced_features, filename)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "released")  # the Auto classes read the released config
     assert isinstance(model, AutoDecoForCausalLM)
     config = model.config
