@@ -329,3 +329,25 @@ def test_processor_refuses_sampling_settings_for_heads_that_do_not_absorb_them()
     for model in (LogitMLPForCausalLM.from_base_model(base), _scrambled(base, sampling_composition="sequential")):
         with pytest.raises(ValueError, match=r"pass \['temperature'\] to generate\(\)"):
             DecodingHeadLogitsProcessor(model.decoding_head, base, temperature=0.7)
+
+
+def test_vllm_compute_logits_path_reads_the_logits_as_the_wrapper(peaked_base_dir):
+    """The function vLLM's compute_logits runs gives the wrapper's logits for a head reading softmax(ℓ/T̂)."""
+    from logitmlp_hf.integrations.vllm.model import apply_head
+
+    base = AutoModelForCausalLM.from_pretrained(peaked_base_dir)
+    model = _scrambled(base)
+    ids, mask = _batch(lengths=(6, 6))
+    out = model(ids, attention_mask=mask, output_base_logits=True)
+    hidden, logits = _hidden_and_logits(base, ids, mask)
+    warped = apply_head(
+        model.autodeco_head, hidden.reshape(-1, hidden.shape[-1]), logits.reshape(-1, logits.shape[-1])
+    )
+    torch.testing.assert_close(warped.reshape(out.logits.shape), out.logits, atol=1e-6, rtol=0)
+
+
+def test_trainer_refuses_vllm_rollouts_that_cannot_compose_the_temperature(tmp_path):
+    from test_grpo_trainer import make_trainer
+
+    with pytest.raises(ValueError, match="composes the sampling temperature/top-p with its own .*temperature=0.7"):
+        make_trainer(tmp_path, head_type="autodeco", use_vllm=True, temperature=0.7)
