@@ -493,7 +493,9 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         return rule, {**rest, "generation_config": given}
 
     @torch.no_grad()
-    def generate(self, *args: Any, parallel_budget: int | None = None, **kwargs: Any) -> Any:
+    def generate(
+        self, *args: Any, parallel_budget: int | None = None, user_rule: SamplingRule | None = None, **kwargs: Any
+    ) -> Any:
         """The base model's ``generate``, sampling from the head's distribution (see ``transformers`` docs).
 
         For heads that absorb the user's sampling settings (``absorbs_user_rule``: AutoDeco's released composition),
@@ -504,14 +506,25 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         Args:
             parallel_budget (`int`, *optional*): for heads that condition on it, how many samples are drawn per
                 prompt when they are separate rows of the batch (default: ``num_return_sequences``).
+            user_rule (:class:`~logitmlp_hf.sampling_rules.SamplingRule`, *optional*): for heads that absorb the
+                user's settings, the temperature and top-p to compose with, given explicitly (e.g. by an evaluation
+                that samples with its own processors under ``do_sample=False``); the call's temperature and top-p
+                are then left to ``generate`` as they are. Refused for other heads.
         """
         record = getattr(self, "_feature_record", None)
         if record is not None:
             record.generate_calls += 1
-        context, max_new_tokens, user_rule = (None, None, None)
+        context, max_new_tokens = (None, None)
         if self._head_enabled and self.decoding_head.uses_context:
             context, max_new_tokens = self._generation_context(kwargs, parallel_budget)
-        if self._head_enabled and self.decoding_head.absorbs_user_rule:
+        if user_rule is not None and not self.decoding_head.absorbs_user_rule:
+            raise ValueError(
+                f"{type(self.decoding_head).__name__} does not compose a user_rule with its own: pass temperature/top_p "
+                "to generate, whose warpers act after the head"
+            )
+        if not self._head_enabled:
+            user_rule = None
+        elif user_rule is None and self.decoding_head.absorbs_user_rule:
             user_rule, kwargs = self._absorb_user_rule(kwargs)
         with self._session(record=record, context=context, max_new_tokens=max_new_tokens, user_rule=user_rule):
             return self._require_base().generate(*args, **kwargs)

@@ -351,3 +351,44 @@ def test_trainer_refuses_vllm_rollouts_that_cannot_compose_the_temperature(tmp_p
 
     with pytest.raises(ValueError, match="composes the sampling temperature/top-p with its own .*temperature=0.7"):
         make_trainer(tmp_path, head_type="autodeco", use_vllm=True, temperature=0.7)
+
+
+def test_generate_takes_an_explicit_user_rule_without_sampling():
+    """What the evaluation does: greedy mode plus its own sampler, the policy's temperature/top-p given as the rule."""
+    base = tiny_llama()
+    model = _scrambled(base)
+    ids, mask = _batch(lengths=(6, 4))
+    rule = SamplingRule(temperature=0.6, top_p=0.8)
+    out = model.generate(ids, attention_mask=mask, do_sample=False, user_rule=rule, **GENERATE)
+    step = model(ids, attention_mask=mask, output_decisions=True, output_base_logits=True)
+    t_hat, p_hat = step.decisions["temperature"][:, -1], step.decisions["top_p"][:, -1]
+    expected = released_distribution(step.base_logits[:, -1].float(), t_hat, p_hat, 0.6, 0.8)
+    torch.testing.assert_close(out.scores[0].softmax(-1), expected, atol=1e-6, rtol=0)
+    sequential = _scrambled(base, sampling_composition="sequential")
+    with pytest.raises(ValueError, match="does not compose a user_rule"):
+        sequential.generate(ids, attention_mask=mask, user_rule=rule, **GENERATE)
+
+
+def test_evaluation_gives_a_head_policys_temperature_and_top_p_to_a_head_that_composes_them(monkeypatch):
+    from conftest import char_tokenizer
+    from test_evaluation import stub_dataset
+
+    from logitmlp_hf.evaluation.runner import evaluate
+
+    model = _scrambled(tiny_llama())
+    seen = []
+    generate = type(model).generate
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs.get("user_rule"), [type(p).__name__ for p in kwargs["logits_processor"]]))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "generate", spy)
+    policies = ["head::temperature=0.5,top_p=0.9,top_k=20", "head::temperature=0"]
+    evaluate(model, char_tokenizer(), stub_dataset(2), policies, n_samples=2, max_new_tokens=3, progress=False)
+    sampled = [s for s in seen if s[0] is not None]
+    greedy = [s for s in seen if s[0] is None]
+    assert sampled and all(rule == SamplingRule(0.5, top_p=0.9) for rule, _ in sampled)
+    # the rule goes to the head; only the warpers it does not absorb stay
+    assert all(names == ["TopKLogitsWarper", "SeededGumbelSampler"] for _, names in sampled)
+    assert greedy and all("TemperatureLogitsWarper" not in names for _, names in greedy)

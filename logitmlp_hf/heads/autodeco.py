@@ -155,7 +155,10 @@ class AutoDecoConfig(DecodingHeadConfig):
             config_dict = _released_config(config_dict)
         else:
             config_dict = {**_BEFORE_FIELDS, **config_dict}
-        return super().from_dict(config_dict, **kwargs)
+        out = super().from_dict(config_dict, **kwargs)
+        # kwargs (from_pretrained(..., sampling_composition=...)) are set after validation: check them too
+        (out[0] if isinstance(out, tuple) else out).validate_architecture()
+        return out
 
     @property
     def num_head_parameters(self) -> int:
