@@ -392,3 +392,14 @@ def test_evaluation_gives_a_head_policys_temperature_and_top_p_to_a_head_that_co
     # the rule goes to the head; only the warpers it does not absorb stay
     assert all(names == ["TopKLogitsWarper", "SeededGumbelSampler"] for _, names in sampled)
     assert greedy and all("TemperatureLogitsWarper" not in names for _, names in greedy)
+
+
+def test_cached_logprobs_of_no_tokens_are_empty_for_a_logits_reading_head():
+    from logitmlp_hf.features import Unembedding
+
+    base = tiny_llama()
+    head = _scrambled(base).autodeco_head
+    stats = head.token_logprobs(
+        torch.zeros(2, 0, 48), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), Unembedding.from_model(base)
+    )
+    assert stats.logprobs.shape == (2, 0) and stats.decisions["temperature"].shape == (2, 0)

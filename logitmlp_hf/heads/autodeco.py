@@ -281,7 +281,7 @@ class AutoDecoHead(DecodingHead):
                 "AutoDecoHead with top_p_features='prob_stats' reads the logits: call decide(..., logits=...) or "
                 "decide_at(hidden_states, logits)"
             )
-        return torch.cat((t.unsqueeze(-1), probability_statistics(logits.detach(), t)), dim=-1)
+        return torch.cat((t.unsqueeze(-1), probability_statistics(logits.detach().to(t.device), t)), dim=-1)
 
     def decide(
         self,

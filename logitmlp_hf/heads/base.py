@@ -325,13 +325,19 @@ class DecodingHead(nn.Module):
                 )
                 pieces.append(tuple(out[:3]))
                 chunk_decisions.append(dict(zip(names, out[3:])))
-        if decisions is None:
-            decisions = {k: torch.cat([d[k] for d in chunk_decisions]) for k in chunk_decisions[0]} if pieces else {}
+        if decisions is None and pieces:
+            decisions = {k: torch.cat([d[k] for d in chunk_decisions]) for k in chunk_decisions[0]}
+        elif decisions is None:  # no completion tokens: the (empty) decisions of no positions
+            with torch.no_grad():
+                logits = unembedding.logits(flat_hidden)
+            decisions = self.decide(flat_hidden, stats, flat_context, logits=logits)
+            if user_rule is not None:
+                decisions = self.apply_user_rule(decisions, user_rule)
         if pieces:
             logp, entropy, kl = (torch.cat(parts) for parts in zip(*pieces))
         else:  # no completion tokens: well-defined empty results
             logp = entropy = kl = flat_hidden.new_zeros(0, dtype=torch.float32)
-        regularizer = self.regularizer(decisions) if decisions else None
+        regularizer = self.regularizer(decisions)
         return HeadTokenStats(
             logprobs=logp.reshape(lead),
             entropy=entropy.reshape(lead),
