@@ -15,8 +15,10 @@ vLLM fork's ``gpu_model_runner.py`` for how a user's settings combine with them 
   ``c`` its *inclusive* cumulative sum, the mask ``m = exp(−α·ReLU(c − p̂))`` (``α = 30``) and
   ``p̃ = q·m / Σ q·m``. ``T̂`` is not detached there, so the temperature head also learns from it;
 - checkpoints: a released head directory (``config.json`` with ``use_enhanced_features``, and
-  ``autodeco_heads.safetensors`` with ``temp_head.mlp.{0,2}.*`` and ``top_p_head.mlp.{0,2}.*``) loads as it is,
-  converted on load (:meth:`AutoDecoHead.convert_state_dict`, :meth:`AutoDecoConfig.from_dict`).
+  ``autodeco_heads.safetensors`` with ``temp_head.mlp.{0,2}.*`` and ``top_p_head.mlp.{0,2}.*``, or the
+  ``model.safetensors`` its split script writes) loads as it is, converted on load
+  (:meth:`AutoDecoHead.convert_state_dict`, :meth:`AutoDecoConfig.from_dict`; the ``enable_*_head`` training flags
+  are ignored, as the released inference runs both heads).
 
 Where this implementation differs, and why:
 
@@ -26,6 +28,8 @@ Where this implementation differs, and why:
 - ``top_p_features="logit_spread"`` (``[h; T̂, (max ℓ − mean ℓ)/T̂, std ℓ/T̂]``, ``d + 3`` inputs) is this package's
   earlier top-p input, computable from the cached per-token statistics alone; configs saved before the field existed
   load with it. With ``"prob_stats"`` the trainer's update decides chunk by chunk where it recomputes the logits.
+- The user's top-k and min-p (and every other warper) act after the head's rule, as ``generate``'s warpers do; the
+  released vLLM fork applies them at ``T`` before its top-p.
 - ``T̂`` is clamped below at ``min_temperature`` (0.01) where it samples and in the policy (the released training
   clamps at 0.01 too; its inference does not clamp, vLLM samples greedily below 1e-5); the top-p head's input is the
   unclamped ``T̂``, as released.
