@@ -17,8 +17,8 @@ vLLM fork's ``gpu_model_runner.py`` for how a user's settings combine with them 
 - checkpoints: a released head directory (``config.json`` with ``use_enhanced_features``, and
   ``autodeco_heads.safetensors`` with ``temp_head.mlp.{0,2}.*`` and ``top_p_head.mlp.{0,2}.*``, or the
   ``model.safetensors`` its split script writes) loads as it is, converted on load
-  (:meth:`AutoDecoHead.convert_state_dict`, :meth:`AutoDecoConfig.from_dict`; the ``enable_*_head`` training flags
-  are ignored, as the released inference runs both heads).
+  (:meth:`AutoDecoHead.convert_state_dict`, :meth:`AutoDecoConfig.from_dict`; its ``enable_*_head`` flags are not
+  read: both heads are loaded and run, as the released transformers model does).
 
 Where this implementation differs, and why:
 
