@@ -19,7 +19,10 @@ as the wrapper's ``generate(num_beams=...)`` does.
 Ordering: ``generate`` runs its built-in processors (repetition penalty, ``min_new_tokens``, bad words, ...) first,
 then user processors such as this one, then the temperature/top-k/top-p/min-p warpers. So the head sees the
 penalised scores (``-inf`` entries are ignored by its statistics) and the sampling warpers act on the head's
-distribution. :class:`~logitmlp_hf.DecodingHeadForCausalLM` instead applies the head to the model's output, before
+distribution. A head that absorbs the user's sampling settings instead (AutoDeco's released composition, where the
+user's temperature and top-p scale the head's) cannot take them from ``generate``, which a processor does not see:
+give them to the processor (``temperature=``, ``top_p=``) and not to ``generate``, whose warpers would act a second
+time after the head (its top-k, min-p, ... warpers act after the head on both paths). :class:`~logitmlp_hf.DecodingHeadForCausalLM` instead applies the head to the model's output, before
 every processor; with no built-in processor active the two paths give the same distribution.
 """
 
@@ -37,6 +40,7 @@ from .heads.configuration import DecodingHeadConfig
 from .heads.registry import decoding_head_type
 from .hub.base_loading import check_base_compatible, unwrap_causal_lm
 from .hub.head_repo import load_head_config, load_head_state_dict
+from .sampling_rules import SamplingRule
 
 
 class DecodingHeadLogitsProcessor(LogitsProcessor):
@@ -48,6 +52,10 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
         model (`PreTrainedModel` or `PeftModel`): the model whose ``generate`` this processor is passed to.
         config (:class:`~logitmlp_hf.heads.DecodingHeadConfig`, *optional*): the head's config, to check the model's
             sizes against.
+        temperature, top_p (*optional*): the user's sampling settings, for a head that absorbs them
+            (``head.absorbs_user_rule``: AutoDeco's released composition samples at ``T̂·temperature`` with top-p
+            ``min(1, p̂·top_p)``). Pass them here *instead of* to ``generate``. Refused for other heads, whose rule
+            ``generate``'s own warpers follow.
 
     Example:
 
@@ -58,7 +66,22 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
     ```
     """
 
-    def __init__(self, head: DecodingHead, model: nn.Module, config: DecodingHeadConfig | None = None) -> None:
+    def __init__(
+        self,
+        head: DecodingHead,
+        model: nn.Module,
+        config: DecodingHeadConfig | None = None,
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+    ) -> None:
+        given = {k: v for k, v in dict(temperature=temperature, top_p=top_p).items() if v is not None}
+        if given and not head.absorbs_user_rule:
+            raise ValueError(
+                f"{type(head).__name__} does not take the user's sampling settings into its rule: pass {sorted(given)} "
+                "to generate(), whose warpers act after the head"
+            )
+        self.user_rule = SamplingRule(**given) if head.absorbs_user_rule else None
         if not head.per_token or head.uses_context:
             raise ValueError(
                 f"{type(head).__name__} "
@@ -79,16 +102,23 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
 
     @classmethod
     def from_pretrained(
-        cls, head_name_or_path: str | os.PathLike, model: nn.Module, **hub_kwargs: Any
+        cls,
+        head_name_or_path: str | os.PathLike,
+        model: nn.Module,
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        **hub_kwargs: Any,
     ) -> DecodingHeadLogitsProcessor:
-        """Load a head repo's head (not its base), of whatever head type, and hook it to ``model``."""
+        """Load a head repo's head (not its base), of whatever head type, and hook it to ``model``; the sampling
+        settings are the user's, for a head that absorbs them (see the class docstring)."""
         config = load_head_config(head_name_or_path, **hub_kwargs)
         check_base_compatible(config, model)  # before anything is read or built from the config's sizes
         state_dict = load_head_state_dict(head_name_or_path, config, **hub_kwargs)
         head = decoding_head_type(config.model_type).head_class(config)
         head.load_state_dict(state_dict)
         device = unwrap_causal_lm(model).get_output_embeddings().weight.device
-        return cls(head.to(device).eval(), model, config=config)
+        return cls(head.to(device).eval(), model, config=config, temperature=temperature, top_p=top_p)
 
     def _capture_last_hidden(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._last_hidden = args[0][:, -1]
@@ -137,7 +167,11 @@ class DecodingHeadLogitsProcessor(LogitsProcessor):
                 "(assisted/speculative decoding, which scores several positions per step, is not supported)"
             )
         head_input, beam = self._undo_log_softmax(scores.float(), logits)
-        warped, _ = self.head.warp(hidden.to(self.head.device), head_input)
+        hidden = hidden.to(self.head.device)
+        if self.user_rule is None:  # heads that override warp() need not know the argument
+            warped, _ = self.head.warp(hidden, head_input)
+        else:
+            warped, _ = self.head.warp(hidden, head_input, user_rule=self.user_rule)
         warped = warped.to(scores.device)
         if beam.any():  # beam search accumulates log-probabilities: return those of the head's distribution
             warped = torch.where(beam.unsqueeze(-1), torch.log_softmax(warped, dim=-1), warped)

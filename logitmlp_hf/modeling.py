@@ -17,6 +17,7 @@ repo's ``model_type``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
 import os
@@ -46,6 +47,7 @@ from .hub.base_loading import (
 )
 from .hub.head_repo import load_head_config, load_head_state_dict, save_head, split_hub_kwargs
 from .hub.model_card import render_model_card
+from .sampling_rules import SamplingRule
 
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ class _HeadSession:
     Within ``generate`` the session counts decoding steps, so heads that read a :class:`DecodingContext` see the
     tokens left in ``max_new_tokens`` and the parallel budget (``num_return_sequences``), and heads that decide once
     per sequence (``per_token = False``) decide at the prompt's last position and keep that choice for every step.
+    A ``user_rule`` (``generate``'s sampling settings, for heads that absorb them) is composed with every decision.
     """
 
     def __init__(
@@ -128,8 +131,10 @@ class _HeadSession:
         record: GenerationFeatureRecord | None = None,
         context: DecodingContext | None = None,
         max_new_tokens: int | None = None,
+        user_rule: SamplingRule | None = None,
     ) -> None:
         self.head = head
+        self.user_rule = user_rule
         self.lm = unwrap_causal_lm(base)
         self.keep_base_logits = keep_base_logits
         self.record = record
@@ -184,15 +189,17 @@ class _HeadSession:
         self.head.check_hidden(hidden)
         stats = logit_statistics(logits)
         if self.head.per_token:
-            decisions = self.head.decide(hidden, stats, self._step_context(tuple(hidden.shape[:-1])))
+            decisions = self.head.decide_at(hidden, logits, stats, self._step_context(tuple(hidden.shape[:-1])))
         else:
             if self._sequence_decisions is None:
                 # The sequence's one decision: from its first scored position (the prompt's last token in generate).
                 first = LogitStatistics(*(t[:, :1] for t in stats))
-                self._sequence_decisions = self.head.decide(
-                    hidden[:, :1], first, self._step_context((hidden.shape[0], 1))
+                self._sequence_decisions = self.head.decide_at(
+                    hidden[:, :1], logits[:, :1], first, self._step_context((hidden.shape[0], 1))
                 )
             decisions = {k: v.expand(*hidden.shape[:-1], *v.shape[2:]) for k, v in self._sequence_decisions.items()}
+        if self.user_rule is not None:
+            decisions = self.head.apply_user_rule(decisions, self.user_rule)
         warped = self.head.sampling_logits(logits, decisions)
         self.decisions = decisions
         self.step += 1
@@ -314,11 +321,12 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         record: GenerationFeatureRecord | None = None,
         context: DecodingContext | None = None,
         max_new_tokens: int | None = None,
+        user_rule: SamplingRule | None = None,
     ):
         if not self._head_enabled:
             return contextlib.nullcontext()
         return _HeadSession(
-            self.decoding_head, self._require_base(), keep_base_logits, record, context, max_new_tokens
+            self.decoding_head, self._require_base(), keep_base_logits, record, context, max_new_tokens, user_rule
         )
 
     @contextlib.contextmanager
@@ -458,13 +466,50 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         k = int(parallel_budget or kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1)
         return DecodingContext(parallel_budget=torch.tensor(float(k))), int(max_new_tokens)
 
+    def _absorb_user_rule(self, kwargs: dict[str, Any]) -> tuple[SamplingRule | None, dict[str, Any]]:
+        """For heads that absorb the user's sampling settings: the temperature and top-p ``generate`` would apply (of
+        the generation config it builds from ``kwargs`` and the base's defaults) and the kwargs that make the base's
+        ``generate`` apply neither warper after the head (its other warpers, top-k, min-p, ..., still act after it).
+        ``(None, kwargs)`` when not sampling: ``generate`` applies no warper then, and the head decides alone."""
+        lm = unwrap_causal_lm(self._require_base())
+        given = kwargs.get("generation_config")
+        # transformers' own merge of the generation config, the model's defaults and kwargs: what generate would use.
+        effective, _ = lm._prepare_generation_config(
+            given, **{k: v for k, v in kwargs.items() if k != "generation_config"}
+        )
+        if not effective.do_sample:
+            return None, kwargs
+        rule = SamplingRule(
+            temperature=1.0 if effective.temperature is None else effective.temperature,
+            top_p=1.0 if effective.top_p is None else effective.top_p,
+        )
+        # Neutral values, not None: generate fills None fields from the model's generation config again.
+        neutral = {"temperature": 1.0, "top_p": 1.0}
+        if given is None:
+            return rule, {**kwargs, **neutral}
+        given = copy.deepcopy(given)  # the caller's object stays as it was
+        given.update(**neutral)
+        rest = {k: v for k, v in kwargs.items() if k not in neutral and k != "generation_config"}
+        return rule, {**rest, "generation_config": given}
+
     @torch.no_grad()
-    def generate(self, *args: Any, parallel_budget: int | None = None, **kwargs: Any) -> Any:
+    def generate(
+        self, *args: Any, parallel_budget: int | None = None, user_rule: SamplingRule | None = None, **kwargs: Any
+    ) -> Any:
         """The base model's ``generate``, sampling from the head's distribution (see ``transformers`` docs).
+
+        For heads that absorb the user's sampling settings (``absorbs_user_rule``: AutoDeco's released composition),
+        the temperature and top-p of the call (or of the generation config) go into the head's rule and the base's
+        warpers for them are turned off; for every other head they act after the head's rule, as usual. Every other
+        warper (top-k, min-p, ...) acts after the head's rule for every head.
 
         Args:
             parallel_budget (`int`, *optional*): for heads that condition on it, how many samples are drawn per
                 prompt when they are separate rows of the batch (default: ``num_return_sequences``).
+            user_rule (:class:`~logitmlp_hf.sampling_rules.SamplingRule`, *optional*): for heads that absorb the
+                user's settings, the temperature and top-p to compose with, given explicitly (e.g. by an evaluation
+                that samples with its own processors under ``do_sample=False``); the call's temperature and top-p
+                are then left to ``generate`` as they are. Refused for other heads.
         """
         record = getattr(self, "_feature_record", None)
         if record is not None:
@@ -472,7 +517,16 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         context, max_new_tokens = (None, None)
         if self._head_enabled and self.decoding_head.uses_context:
             context, max_new_tokens = self._generation_context(kwargs, parallel_budget)
-        with self._session(record=record, context=context, max_new_tokens=max_new_tokens):
+        if user_rule is not None and not self.decoding_head.absorbs_user_rule:
+            raise ValueError(
+                f"{type(self.decoding_head).__name__} does not compose a user_rule with its own: pass temperature/top_p "
+                "to generate, whose warpers act after the head"
+            )
+        if not self._head_enabled:
+            user_rule = None
+        elif user_rule is None and self.decoding_head.absorbs_user_rule:
+            user_rule, kwargs = self._absorb_user_rule(kwargs)
+        with self._session(record=record, context=context, max_new_tokens=max_new_tokens, user_rule=user_rule):
             return self._require_base().generate(*args, **kwargs)
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -61,6 +61,8 @@ BAD_FIELDS = [
     (LogitMLPConfig, "init_std", math.inf, "a finite number in [0, 1]"),
     (AutoDecoConfig, "max_temperature", math.inf, "a finite number in (0, 1000]"),
     (AutoDecoConfig, "top_p_steepness", math.inf, "a finite number in (0, 1e+06]"),
+    (AutoDecoConfig, "sampling_composition", "multiplied", "one of ('released', 'sequential')"),
+    (AutoDecoConfig, "top_p_features", "entropy", "one of ('prob_stats', 'temperature', 'logit_spread')"),
     (DecodingAdapterConfig, "action_temperatures", [1.0, math.inf], "a finite number in [0, 1000]"),
     (DecodingAdapterConfig, "action_temperatures", ["hot"], "a finite number in [0, 1000]"),
     (DecodingAdapterConfig, "budget_conditioning", 1, "true or false"),

@@ -120,9 +120,17 @@ def test_autodeco_soft_top_p_is_the_source_formula_and_hardens_with_steepness():
     assert outside.max() < 1e-3
 
 
-def test_generic_cached_logprobs_match_direct_autograd():
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {},  # released: the top-p head reads softmax(ℓ/T̂) (decided chunk by chunk), TRL's T scales T̂
+        {"top_p_features": "logit_spread", "sampling_composition": "sequential"},  # the package's earlier head
+    ],
+    ids=["released", "sequential"],
+)
+def test_generic_cached_logprobs_match_direct_autograd(layout):
     base = tiny_llama()
-    model = AutoDecoForCausalLM.from_base_model(base, init_std=0.05)
+    model = AutoDecoForCausalLM.from_base_model(base, init_std=0.05, **layout)
     ids = _ids(rows=3, length=10)
     mask = torch.ones_like(ids)
     hidden, features = cache_features(base, ids, mask, logits_to_keep=6)
@@ -135,8 +143,16 @@ def test_generic_cached_logprobs_match_direct_autograd():
     logits = base(ids).logits[:, -7:-1]
     from logitmlp_hf.features import logit_statistics
 
-    decisions = head.decide(hidden, logit_statistics(logits))
-    direct = torch.log_softmax(head.policy_logits(logits, decisions) / 1.3, -1).gather(-1, targets[..., None])[..., 0]
+    decisions = head.decide_at(hidden, logits, logit_statistics(logits))
+    if layout:  # sequential: TRL's temperature divides the head's policy logits
+        policy = head.policy_logits(logits, decisions) / 1.3
+    else:  # released: T = T̂·1.3 inside the soft top-p
+        t, p = decisions["temperature"] * 1.3, decisions["top_p"]
+        q = (logits / t[..., None]).softmax(-1)
+        sq, order = q.sort(-1, descending=True)
+        mask = torch.exp(-30 * (sq.cumsum(-1) - p[..., None]).relu())
+        policy = torch.zeros_like(q).scatter(-1, order, sq * mask).log()
+    direct = torch.log_softmax(policy, -1).gather(-1, targets[..., None])[..., 0]
     direct.sum().backward()
     assert torch.allclose(stats.logprobs, direct, atol=1e-5)
     for cached, p in zip(cached_grads, head.parameters()):

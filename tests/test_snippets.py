@@ -206,6 +206,15 @@ def _check_adapter(ns: dict[str, Any], printed: str, hub) -> None:
     assert ns["model"].config.base_model_name_or_path == EMBEDDED_MODEL_ID
 
 
+def _check_autodeco(ns: dict[str, Any], printed: str, hub) -> None:
+    released, sequential = ns["autodeco"], ns["sequential"]
+    assert released.config.sampling_composition == "released" and released.config.top_p_features == "prob_stats"
+    assert sequential.config.sampling_composition == "sequential" and not sequential.autodeco_head.absorbs_user_rule
+    assert torch.equal(released.autodeco_head.top_p_head[0].weight, sequential.autodeco_head.top_p_head[0].weight)
+    assert ns["rule"].user_rule.temperature == 0.7 and ns["rule"].user_rule.top_p == 0.9
+    assert completions(ns["tokenizer"], ns["out"], ns["prompt_length"])
+
+
 def _check_vllm_config(ns: dict[str, Any], printed: str, hub) -> None:
     assert ns["args"].use_vllm and ns["args"].vllm_mode == "colocate"
 
@@ -218,6 +227,7 @@ README_CHECKS: dict[tuple[str, int], Callable[[dict[str, Any], str, Any], None]]
     ("The transform as functions", 0): _check_transform,
     ("Train a head (RLVR: DAPO pass@1 or pass@k)", 0): _check_trainer,
     ("Other learned decoding policies, same trainer, evaluation and Hub format", 0): _check_adapter,
+    ("AutoDeco as its users know it: your temperature and top-p, released checkpoints", 0): _check_autodeco,
     ("Sample, serve and train with vLLM", 1): _check_vllm_config,
 }
 

@@ -161,10 +161,13 @@ def parse_policy(spec: str) -> DecodingPolicy:
     return DecodingPolicy(**fields)
 
 
-def policy_warpers(policy: DecodingPolicy) -> list[LogitsProcessor]:
+def policy_warpers(policy: DecodingPolicy, head_absorbs: bool = False) -> list[LogitsProcessor]:
     """transformers' own warpers for the policy's sampling rule, in the order ``generate(do_sample=True)`` applies
-    them."""
-    return list(policy.rule.warpers())
+    them; without temperature and top-p when the policy's head composes those with its own (``head_absorbs``)."""
+    rule = policy.rule
+    if head_absorbs:
+        rule = SamplingRule(1.0, top_k=rule.top_k, min_p=rule.min_p)
+    return list(rule.warpers())
 
 
 def baseline_processors(

@@ -49,6 +49,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from ..errors import DataFileError
+from ..sampling_rules import SamplingRule
 from .metrics import NO_ANSWER_MODES, compute_metrics, group_equivalent_answers
 from .policies import DecodingPolicy, baseline_processors, parse_policy, policy_warpers
 from .results import EvalResults, PolicyResults, library_versions
@@ -348,6 +349,8 @@ def evaluate(
     try:
         for policy in policies:
             model = models.get(policy)
+            # A head that composes the policy's temperature/top-p with its own gets them as its rule, not as warpers.
+            absorbed = policy.kind == "head" and model.decoding_head.absorbs_user_rule and not policy.greedy
             rows_per_problem = 1 if policy.greedy else n_samples
             completions: dict[int, list[list[int]]] = {}
             gen_seconds = 0.0
@@ -362,7 +365,7 @@ def evaluate(
                     input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                     attention_mask[r, width - len(ids) :] = 1
                 processors = LogitsProcessorList(
-                    baseline_processors(policy, n_samples, rows, device) + policy_warpers(policy)
+                    baseline_processors(policy, n_samples, rows, device) + policy_warpers(policy, absorbed)
                 )
                 if not policy.greedy:
                     processors.append(SeededGumbelSampler([sample_seed(seed, pid, s) for pid, s in rows], device))
@@ -378,6 +381,8 @@ def evaluate(
                 start = time.perf_counter()
                 # A head that conditions on the parallel budget must know that each problem gets n_samples rows.
                 budget = {"parallel_budget": n_samples} if policy.kind == "head" else {}
+                if absorbed:  # e.g. AutoDeco's released composition: T = T̂·T_policy, top-p min(1, p̂·top_p)
+                    budget["user_rule"] = SamplingRule(policy.temperature, top_p=policy.top_p)
                 with torch.no_grad():
                     out = model.generate(
                         input_ids=input_ids.to(device),

@@ -16,8 +16,11 @@ to a head only through this interface:
   each chunk's logits under activation checkpointing (memory ``O(chunk × vocab)``, not ``O(tokens × vocab)``);
   LogitMLP overrides it with its analytic-gradient path.
 
-A head may also read a :class:`DecodingContext` (the token budget left, the parallel budget ``k``), mask positions
-out of the loss (:meth:`loss_mask`) and add a regulariser (:meth:`regularizer`, e.g. an entropy bonus).
+A head may also read a :class:`DecodingContext` (the token budget left, the parallel budget ``k``), read the whole
+logits row and not only its statistics (``reads_logits``: AutoDeco's top-p head reads the probabilities at its
+temperature), take the user's own temperature/top-k/top-p/min-p into its rule instead of letting ``generate``'s
+warpers act after it (``absorbs_user_rule`` and :meth:`apply_user_rule`: AutoDeco's released composition), mask
+positions out of the loss (:meth:`loss_mask`) and add a regulariser (:meth:`regularizer`, e.g. an entropy bonus).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..features import LogitFeatures, LogitStatistics, kl_from_log_probs, logit_statistics
+from ..sampling_rules import SamplingRule
 from .configuration import DecodingHeadConfig
 
 
@@ -87,15 +91,30 @@ class DecodingHead(nn.Module):
     Class attributes:
         config_class: the :class:`DecodingHeadConfig` subclass the head is built from.
         weights_name: file name of the head's safetensors in a head repo.
+        converted_weights_names: other file names a head repo of this type may hold instead, in another code base's
+            format (tried in order when ``weights_name`` is absent; their tensors go through :meth:`convert_state_dict`).
+        converted_key_prefixes: the prefixes of the tensors read from such a file (others, e.g. a base model's, are
+            never read).
         per_token: ``True`` when the head decides at every position (``logitmlp analyze`` applies); ``False`` for a
             decision made once per sequence.
         uses_context: ``True`` when :meth:`decide` reads a :class:`DecodingContext` (the wrapper then builds one).
+
+    Attributes a head may set per instance (from its config):
+        reads_logits: ``True`` when :meth:`decide` needs the logits row itself (passed as ``logits=``), not only its
+            statistics. The cached-features training path then decides chunk by chunk, where it recomputes the logits.
+        absorbs_user_rule: ``True`` when the user's temperature/top-k/top-p/min-p (``generate``'s, or TRL's sampling
+            temperature) are composed with the head's decisions by :meth:`apply_user_rule` instead of being applied
+            after the head's rule by ``generate``'s warpers.
     """
 
     config_class: ClassVar[type[DecodingHeadConfig]] = DecodingHeadConfig
     weights_name: ClassVar[str] = "decoding_head.safetensors"
     per_token: ClassVar[bool] = True
     uses_context: ClassVar[bool] = False
+    converted_weights_names: ClassVar[tuple[str, ...]] = ()
+    converted_key_prefixes: ClassVar[tuple[str, ...]] = ()
+    reads_logits: bool = False
+    absorbs_user_rule: bool = False
 
     def __init__(self, config: DecodingHeadConfig) -> None:
         super().__init__()
@@ -111,6 +130,14 @@ class DecodingHead(nn.Module):
         with torch.device("meta"):
             head = cls(config)
         return {name: tuple(t.shape) for name, t in head.state_dict().items()}
+
+    @classmethod
+    def convert_state_dict(
+        cls, state: dict[str, torch.Tensor], config: DecodingHeadConfig, path: str
+    ) -> dict[str, torch.Tensor]:
+        """This head's state dict from the tensors of a ``converted_weights_names`` file at ``path`` (those under
+        ``converted_key_prefixes``). Raises :class:`~logitmlp_hf.HeadCheckpointError` naming the file and key."""
+        raise NotImplementedError(f"{cls.__name__} reads no other checkpoint format")
 
     @property
     def device(self) -> torch.device:
@@ -138,8 +165,35 @@ class DecodingHead(nn.Module):
             hidden_states (`torch.Tensor` of shape `(..., hidden_size)`): post-final-norm hidden states.
             stats (:class:`LogitStatistics`): max, mean and std of the base logits at the same positions.
             context (:class:`DecodingContext`, *optional*): budgets, for heads with ``uses_context``.
+
+        Heads with ``reads_logits`` take a fourth, keyword argument ``logits`` (`torch.Tensor` of shape
+        `(..., vocab_size)`): the logits row at each position. Callers go through :meth:`decide_at`, which passes it.
         """
         raise NotImplementedError
+
+    def decide_at(
+        self,
+        hidden_states: torch.Tensor,
+        logits: torch.Tensor,
+        stats: LogitStatistics | None = None,
+        context: DecodingContext | None = None,
+    ) -> Decisions:
+        """:meth:`decide` with everything the head may read at these positions: the logits' statistics (computed
+        here unless given) and, for heads with ``reads_logits``, the logits themselves."""
+        stats = logit_statistics(logits) if stats is None else stats
+        if self.reads_logits:
+            return self.decide(hidden_states, stats, context, logits=logits)
+        return self.decide(hidden_states, stats, context)
+
+    def apply_user_rule(self, decisions: Decisions, rule: SamplingRule) -> Decisions:
+        """The decisions composed with the user's sampling rule, for heads with ``absorbs_user_rule``.
+
+        Args:
+            decisions: what :meth:`decide` returned.
+            rule (:class:`~logitmlp_hf.sampling_rules.SamplingRule`): the user's temperature, top-k, top-p and min-p
+                (those of ``generate``'s generation config when sampling).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not absorb the user's sampling rule")
 
     def sampling_logits(self, logits: torch.Tensor, decisions: Decisions) -> torch.Tensor:
         """The logits ``generate()`` samples from (float32, ``-inf`` for tokens a rule removes)."""
@@ -159,11 +213,22 @@ class DecodingHead(nn.Module):
         return self.sampling_logits(logits, decisions)
 
     def warp(
-        self, hidden_states: torch.Tensor, logits: torch.Tensor, context: DecodingContext | None = None
+        self,
+        hidden_states: torch.Tensor,
+        logits: torch.Tensor,
+        context: DecodingContext | None = None,
+        user_rule: SamplingRule | None = None,
     ) -> tuple[torch.Tensor, Decisions]:
-        """Sampling logits (float32) and the decisions that produced them."""
+        """Sampling logits (float32) and the decisions that produced them.
+
+        Args:
+            user_rule (:class:`~logitmlp_hf.sampling_rules.SamplingRule`, *optional*): the user's sampling settings,
+                composed into the decisions by heads with ``absorbs_user_rule`` (refused by other heads).
+        """
         self.check_hidden(hidden_states)
-        decisions = self.decide(hidden_states, logit_statistics(logits), context)
+        decisions = self.decide_at(hidden_states, logits, context=context)
+        if user_rule is not None:
+            decisions = self.apply_user_rule(decisions, user_rule)
         return self.sampling_logits(logits, decisions), decisions
 
     # ---------------------------------------------------------------------------------------- training
@@ -205,7 +270,8 @@ class DecodingHead(nn.Module):
                 there (:func:`~logitmlp_hf.features.cache_features`).
             targets (`torch.LongTensor` of shape `(...)`): the sampled tokens.
             unembedding (:class:`~logitmlp_hf.features.Unembedding`): the base's hidden → logits map.
-            temperature: TRL's sampling temperature, applied after the head.
+            temperature: TRL's sampling temperature: applied after the head, or composed with the head's decisions
+                (:meth:`apply_user_rule`) by heads with ``absorbs_user_rule``.
             chunk_size: positions per vocabulary pass.
             context (:class:`DecodingContext`, *optional*): budgets, of the targets' shape.
         """
@@ -215,28 +281,58 @@ class DecodingHead(nn.Module):
         stats = features.stats
         flat_context = None if context is None else context.reshape(-1)
         self.check_hidden(flat_hidden)
-        decisions = self.decide(flat_hidden, stats, flat_context)
+        user_rule = SamplingRule(temperature=temperature) if self.absorbs_user_rule else None
+        after = 1.0 if self.absorbs_user_rule else float(temperature)
+        decisions = None
+        if not self.reads_logits:  # decided once for every position; a logits-reading head decides chunk by chunk
+            decisions = self.decide(flat_hidden, stats, flat_context)
+            if user_rule is not None:
+                decisions = self.apply_user_rule(decisions, user_rule)
         flat_targets = targets.reshape(-1)
         pieces: list[tuple[torch.Tensor, ...]] = []
+        chunk_decisions: list[Decisions] = []
         for start in range(0, flat_hidden.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
-            chunk_decisions = {k: v[rows] for k, v in decisions.items()}
-            names = list(chunk_decisions)
             # Checkpointing keeps only the chunk's hidden states for the backward pass; its logits (chunk × vocab)
             # are recomputed there instead of held for every chunk at once.
-            pieces.append(
-                checkpoint(
-                    self._chunk_logprobs,
+            if decisions is not None:
+                names = list(decisions)
+                pieces.append(
+                    checkpoint(
+                        self._chunk_logprobs,
+                        flat_hidden[rows],
+                        flat_targets[rows],
+                        features.lse[rows],
+                        unembedding,
+                        after,
+                        names,
+                        *(v[rows] for v in decisions.values()),
+                        use_reentrant=False,
+                    )
+                )
+            else:
+                chunk_context = None if flat_context is None else flat_context.rows(rows)
+                names, *out = checkpoint(
+                    self._chunk_decide_and_logprobs,
                     flat_hidden[rows],
                     flat_targets[rows],
                     features.lse[rows],
                     unembedding,
-                    float(temperature),
-                    names,
-                    *chunk_decisions.values(),
+                    chunk_context,
+                    user_rule,
+                    after,
                     use_reentrant=False,
                 )
-            )
+                pieces.append(tuple(out[:3]))
+                chunk_decisions.append(dict(zip(names, out[3:])))
+        if decisions is None and pieces:
+            decisions = {k: torch.cat([d[k] for d in chunk_decisions]) for k in chunk_decisions[0]}
+        elif decisions is None:  # no completion tokens: the (empty) decisions of no positions
+            with torch.no_grad():
+                logits = unembedding.logits(flat_hidden)
+            decisions = self.decide(flat_hidden, stats, flat_context, logits=logits)
+            if user_rule is not None:
+                decisions = self.apply_user_rule(decisions, user_rule)
         if pieces:
             logp, entropy, kl = (torch.cat(parts) for parts in zip(*pieces))
         else:  # no completion tokens: well-defined empty results
@@ -250,6 +346,26 @@ class DecodingHead(nn.Module):
             regularizer=None if regularizer is None else regularizer.reshape(lead),
         )
 
+    def _chunk_decide_and_logprobs(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        base_lse: torch.Tensor,
+        unembedding: Any,
+        context: DecodingContext | None,
+        user_rule: SamplingRule | None,
+        temperature: float,
+    ) -> tuple[Any, ...]:
+        """One chunk of a ``reads_logits`` head: decide from the recomputed logits, then the chunk's log-probs."""
+        with torch.no_grad():
+            logits = unembedding.logits(hidden)
+        decisions = self.decide(hidden, logit_statistics(logits, check_finite=False), context, logits=logits)
+        if user_rule is not None:
+            decisions = self.apply_user_rule(decisions, user_rule)
+        names = list(decisions)
+        out = self._chunk_logprobs_from(logits, targets, base_lse, temperature, decisions)
+        return (names, *out, *decisions.values())
+
     def _chunk_logprobs(
         self,
         hidden: torch.Tensor,
@@ -262,7 +378,17 @@ class DecodingHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             logits = unembedding.logits(hidden)
-        log_p = torch.log_softmax(self.policy_logits(logits, dict(zip(names, values))) / temperature, dim=-1)
+        return self._chunk_logprobs_from(logits, targets, base_lse, temperature, dict(zip(names, values)))
+
+    def _chunk_logprobs_from(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        base_lse: torch.Tensor,
+        temperature: float,
+        decisions: Decisions,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_p = torch.log_softmax(self.policy_logits(logits, decisions) / temperature, dim=-1)
         target = log_p.gather(-1, targets[:, None]).squeeze(-1)
         with torch.no_grad():
             log_p_d = log_p.detach()

@@ -1,7 +1,10 @@
 """The head-only repo format: ``config.json`` + the head's safetensors file + ``README.md``.
 
 The weights file is named by the head type (``logitmlp_head.safetensors`` for LogitMLP, ``<type>_head.safetensors``
-for the others); ``config.json``'s ``model_type`` says which head type a repo holds.
+for the others); ``config.json``'s ``model_type`` says which head type a repo holds. A head type may also read
+another code base's files (``DecodingHead.converted_weights_names``, e.g. the released AutoDeco code's
+``autodeco_heads.safetensors``): when its own file is absent, the first of those present is read and converted on
+load (``DecodingHead.convert_state_dict``), then checked like a native file.
 
 A head repo never holds the base model's weights (it names the base in its config instead, like a PEFT adapter),
 and never holds a pickle: weights are read and written with safetensors only. Files are located with transformers'
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformers.utils import cached_file
 
@@ -40,7 +43,9 @@ def split_hub_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return hub, rest
 
 
-def _locate(name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str, Any]) -> str:
+def _locate(
+    name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str, Any], required: bool = True
+) -> str | None:
     name = str(name_or_path)
     if (os.path.isabs(name) or name.startswith((".", "~"))) and not os.path.exists(os.path.expanduser(name)):
         raise HeadCheckpointError(f"{name!r} does not exist (it is neither a local directory nor a Hub repo id)")
@@ -48,6 +53,8 @@ def _locate(name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str
         path = cached_file(str(name_or_path), filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
     except OSError as err:  # unknown repo, no network, gated repo: keep transformers' explanation
         raise HeadCheckpointError(f"could not read {filename!r} of head {str(name_or_path)!r}: {err}") from err
+    if path is None and not required:
+        return None
     if path is None:
         present = sorted(os.listdir(name_or_path)) if os.path.isdir(name_or_path) else None
         hint = f" (the directory holds {present})" if present is not None else ""
@@ -127,14 +134,30 @@ def load_head_state_dict(
         head_class = None if head_type is None else head_type.head_class
     if head_class is None:
         raise HeadCheckpointError(f"unknown decoding head type {config.model_type!r}")
-    path = _locate(name_or_path, head_class.weights_name, hub_kwargs)
-    try:
-        state = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise HeadCheckpointError(
-            f"{path} is not a readable safetensors file ({err}); the download may be "
-            "truncated: delete it and load again"
-        ) from err
+    converted = head_class.converted_weights_names
+    path = _locate(name_or_path, head_class.weights_name, hub_kwargs, required=not converted)
+    if path is None:  # not this package's file: another code base's, converted on load
+        for filename in converted:
+            path = _locate(name_or_path, filename, hub_kwargs, required=False)
+            if path is not None:
+                state = head_class.convert_state_dict(
+                    _read_prefixed(path, head_class.converted_key_prefixes), config, path
+                )
+                break
+        else:
+            raise HeadCheckpointError(
+                f"{str(name_or_path)!r} has none of {[head_class.weights_name, *converted]}: it is not a "
+                f"{config.model_type!r} head repo"
+                + (f" (the directory holds {sorted(os.listdir(name_or_path))})" if os.path.isdir(name_or_path) else "")
+            )
+    else:
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise HeadCheckpointError(
+                f"{path} is not a readable safetensors file ({err}); the download may be "
+                "truncated: delete it and load again"
+            ) from err
     # Shapes from the config alone (the head is not built), so a config claiming a huge head allocates nothing.
     expected = head_class.expected_state_shapes(config)
     found = {name: tuple(t.shape) for name, t in state.items()}
@@ -154,6 +177,17 @@ def load_head_state_dict(
     if bad:
         raise HeadCheckpointError(f"{path} holds non-finite values in {bad}")
     return state
+
+
+def _read_prefixed(path: str, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file whose names start with one of ``prefixes`` (others are never read)."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys() if key.startswith(prefixes)}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise HeadCheckpointError(
+            f"{path} is not a readable safetensors file ({err}); the download may be truncated: delete it and load again"
+        ) from err
 
 
 def save_head(

@@ -102,7 +102,13 @@ class DecodingHeadGRPOConfig(GRPOConfig):
     beta: float = field(default=0.0, metadata={"help": "KL coefficient; head-only training supports only 0."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Must stay off: the base is frozen."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on with bf16 CUDA."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature applied after the warp."})
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Sampling temperature: applied after the head's rule, or composed with it by heads that absorb "
+            "it (AutoDeco's released composition samples at T̂·temperature)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.bf16 is None:

@@ -164,6 +164,15 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         # first (as GRPOTrainer does before it builds a PEFT adapter), or the same seed gives a different head.
         set_seed(args.seed)
         model = self._as_logitmlp_model(model, args)
+        user_sampling = args.temperature != 1.0 or (args.top_p is not None and args.top_p < 1.0)
+        if args.use_vllm and model.decoding_head.absorbs_user_rule and user_sampling:
+            # vLLM's compute_logits sees no sampling parameters: its sampler applies them after the head's rule.
+            raise ValueError(
+                f"{type(model.decoding_head).__name__} composes the sampling temperature/top-p with its own "
+                f"(temperature={args.temperature}, top_p={args.top_p}), which vLLM's sampler cannot do: it applies "
+                "them after the head. With use_vllm=True set temperature=1.0 and top_p=1.0, or generate with "
+                "transformers (use_vllm=False), or use a head with sampling_composition='sequential'"
+            )
         model.config.objective = args.objective
         model.config.pass_k = args.pass_k if args.objective == "pass@k" else None
         if processing_class is None:

@@ -10,7 +10,11 @@ Why a model wrapper, read against vLLM 0.32 (``vllm/v1/worker/gpu_model_runner.p
   asked for), eagerly, outside CUDA graphs and ``torch.compile``. The sampler then applies its own logits processors,
   penalties, temperature, top-k/top-p and logprob modes to what it returns: the same order as the transformers
   wrapper, where ``generate``'s processors see the head's logits. Returning ``f(ℓ)`` there makes ``vllm.LLM`` and
-  ``vllm serve`` sample from ``softmax(f(ℓ)/T)``, and ``logprobs`` report it.
+  ``vllm serve`` sample from ``softmax(f(ℓ)/T)``, and ``logprobs`` report it. The request's sampling parameters are
+  not visible there, so a head that composes the user's temperature/top-p with its own (AutoDeco's released
+  composition, which the released vLLM fork implements by patching the model runner) gets vLLM's sequential
+  behaviour instead: equal to its composition at ``temperature=1, top_p=1`` (logged when the engine starts; the
+  trainer refuses vLLM rollouts at other values).
 - So each base architecture ``A`` (``LlamaForCausalLM``, ``Qwen3ForCausalLM``, ...) gets a subclass
   ``DecodingHead<A>`` that overrides ``compute_logits`` and ``load_weights`` and keeps everything else (attention,
   KV cache, LoRA, quantisation, TP/PP support flags) from vLLM's own class. :mod:`logitmlp_hf.integrations.vllm.plugin` registers
@@ -159,7 +163,7 @@ def apply_head(
     logits = logits.float()
     check = on_cpu if check_finite is None else check_finite
     stats = logit_statistics(logits, check_finite=check, host_sync=on_cpu or check)
-    return head.sampling_logits_(logits, head.decide(hidden_states, stats))
+    return head.sampling_logits_(logits, head.decide_at(hidden_states, logits, stats))
 
 
 @contextlib.contextmanager
@@ -207,6 +211,14 @@ class DecodingHeadVLLMMixin:
             torch.manual_seed(_INLINE_INIT_SEED)
             head = head_class(config)
         check_runs_in_vllm(head)
+        if head.absorbs_user_rule:
+            # compute_logits sees no request's SamplingParams: vLLM's sampler applies them after the head.
+            logger.warning(
+                "%s composes the user's temperature/top-p with its own (sampling_composition=%r), but inside vLLM "
+                "a request's temperature and top-p act after the head's rule; the two agree at temperature=1, top_p=1",
+                type(head).__name__,
+                getattr(config, "sampling_composition", None),
+            )
         self.decoding_head_spec = spec
         self.decoding_head_config = config
         self.head_attribute = _model_class_of(head).head_attribute
