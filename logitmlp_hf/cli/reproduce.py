@@ -8,6 +8,7 @@ import re
 import shlex
 import sys
 
+from ..evaluation.settings import format_settings
 from ..reproduce.config import ReproduceConfig
 from ..reproduce.pipeline import reproduce
 from .base import Command
@@ -86,6 +87,7 @@ class ReproduceCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         config = self.config_from_args(args)
+        print(format_settings(config.settings()) + (" (--quick)" if args.quick else ""), flush=True)
         command = "logitmlp " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "logitmlp reproduce"
         report = reproduce(
             config, overwrite=args.overwrite, command=command, on_stage=lambda line: print(line, flush=True)
