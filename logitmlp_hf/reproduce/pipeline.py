@@ -190,7 +190,10 @@ def write_evaluated_cards(config: ReproduceConfig, paths: RunPaths, results: Any
         "seed": config.seed,
     }
     for key, objective in (("pass1", "pass@1"), ("passk", "pass@k")):
-        metrics = {name: f"{value:.3f}" for name, value in results[HEAD_POLICY_NAMES[key]].metrics.items()}
+        metrics = {  # value [95% bootstrap CI]; k is the number of samples
+            name.replace("@k", f"@{config.n_samples}").replace("/k", f"/{config.n_samples}"): f"{value:.3f}"
+            for name, value in results[HEAD_POLICY_NAMES[key]].metrics.items()
+        }
         args = training_arguments(config, paths.training / key, objective)
         write_head_card(
             getattr(paths, key), base_num_parameters, metrics, settings, training_config_yaml(args, config.train_steps)
