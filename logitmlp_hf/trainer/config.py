@@ -26,6 +26,7 @@ class DecodingHeadGRPOConfig(GRPOConfig):
       leave it at its near-identity init.
     - ``gradient_checkpointing=False``: the base is frozen and never back-propagated through.
     - ``bf16``: on only where a CUDA device supports it (CPU bf16 autocast is slower and changes the numerics).
+    - ``dataloader_pin_memory``: off without an accelerator (nothing to pin to; torch would warn every epoch).
     - ``temperature=1.0`` and no top-k/top-p/min-p: the warp *is* the sampling rule, and TRL's policy log-probs
       ignore truncation, so any truncation would make the rollouts off-policy.
 
@@ -112,6 +113,9 @@ class DecodingHeadGRPOConfig(GRPOConfig):
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        has_accelerator = getattr(getattr(torch, "accelerator", None), "is_available", torch.cuda.is_available)
+        if self.dataloader_pin_memory and not has_accelerator():
+            self.dataloader_pin_memory = False  # nothing to pin to; torch warns at every epoch's first batch
         if self.gradient_checkpointing is None and not hasattr(TrainingArguments, "activation_checkpointing"):
             self.gradient_checkpointing = False  # transformers < 5.20 has no alias to resolve it
         super().__post_init__()
