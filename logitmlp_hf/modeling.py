@@ -555,6 +555,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         license: str | None = "apache-2.0",
         repo_id: str | None = None,
         safe_serialization: bool = True,
+        evaluation_settings: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         """Write a head-only repo: ``config.json``, the head's safetensors file and a model card (``README.md``).
@@ -563,10 +564,12 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         accepts (``max_shard_size``, ``state_dict``, ...) are ignored: a head is a single small file.
 
         Args:
-            metrics: name → value pairs for the card's results table.
+            metrics: evaluation results, name → value, for the card's results table (without them the card says
+                the head has not been evaluated).
             training_config: YAML text of the run's configuration, shown in the card.
             license: SPDX licence id for the card's metadata.
             repo_id: the Hub repo the card should refer to in its usage snippet.
+            evaluation_settings: how ``metrics`` were measured (problems, samples, ``max_new_tokens``, seed, ...).
         """
         if not safe_serialization:
             raise ValueError("decoding heads are saved with safetensors only (safe_serialization=False refused)")
@@ -576,7 +579,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             save_directory,
             self.config,
             self.decoding_head,
-            str(self.model_card(metrics, training_config, license, repo_id)),
+            str(self.model_card(metrics, training_config, license, repo_id, evaluation_settings)),
         )
 
     def model_card(
@@ -585,6 +588,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         training_config: str | None = None,
         license: str | None = "apache-2.0",
         repo_id: str | None = None,
+        evaluation_settings: dict[str, Any] | None = None,
     ):
         """The head repo's card (a ``huggingface_hub.ModelCard``) from this head type's template."""
         base_params = sum(p.numel() for p in self.base_lm.parameters()) if self.base_lm is not None else 0
@@ -597,6 +601,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             training_config=training_config,
             license=license,
             head_params=head_params,
+            evaluation_settings=evaluation_settings,
         )
 
     def push_to_hub(
@@ -612,6 +617,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         metrics: dict[str, Any] | None = None,
         training_config: str | None = None,
         license: str | None = "apache-2.0",
+        evaluation_settings: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> CommitInfo:
         """Push the head-only repo (see :meth:`save_pretrained`) with ``huggingface_hub``'s ``HfApi``.
@@ -624,7 +630,12 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(
-                tmp, metrics=metrics, training_config=training_config, license=license, repo_id=repo_id
+                tmp,
+                metrics=metrics,
+                training_config=training_config,
+                license=license,
+                repo_id=repo_id,
+                evaluation_settings=evaluation_settings,
             )
             return api.upload_folder(
                 repo_id=repo_id,

@@ -25,6 +25,7 @@ from logitmlp_hf.analysis.per_token import (
     kl_concentration,
     load_rollouts,
     lorenz_curve,
+    select_policy,
     top_kl_positions,
     words_after,
 )
@@ -299,6 +300,23 @@ def test_analyze_cli_arguments():
     args = parser.parse_args(["--head", "h", "--rollouts", "r.jsonl", "--max-rollouts", "5", "--batch-size", "4"])
     assert args.head == "h" and str(args.rollouts) == "r.jsonl" and args.max_rollouts == 5 and args.batch_size == 4
     assert str(parser.parse_args([]).output_dir) == "outputs/analysis"
+
+
+def test_analyze_picks_one_policy_from_a_file_of_several(tmp_path, capsys):
+    from logitmlp_hf.cli import main as cli_main
+
+    rows = [dict(r, policy=policy) for policy in ("head:pass1", "head:passk") for r in _rollouts(char_tokenizer())]
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # several policies and no --policy: stop (before any model loads) and list them
+    assert cli_main(["analyze", "--rollouts", str(path), "--output-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "2 policies ('head:pass1', 'head:passk')" in err and "--policy" in err
+    assert cli_main(["analyze", "--rollouts", str(path), "--policy", "head:other"]) == 2
+    assert "no rollouts of policy 'head:other'" in capsys.readouterr().err
+    picked = select_policy(load_rollouts(path), "head:passk", path)
+    assert len(picked) == len(TEXTS) and {r["policy"] for r in picked} == {"head:passk"}
+    assert select_policy(rows[: len(TEXTS)], None) == rows[: len(TEXTS)]  # one policy: no choice to make
 
 
 # ----------------------------------------------------------------------------------------------- SmolLM2

@@ -1,6 +1,7 @@
 """LogitMLPGRPOTrainer on a tiny model: head-only updates, objectives, dynamic sampling, checkpoints, Hub, logging."""
 
 import importlib.util
+import json
 import logging
 import os
 
@@ -336,9 +337,43 @@ def test_saved_head_reloads_with_its_card(tmp_path):
     out = tmp_path / "out"
     card = (out / "README.md").read_text()
     assert "pass@k (analytical pass@k advantage, k = 2)" in card and "objective: pass@k" in card
-    assert "| reward |" in card
+    # training logs are not results: the card says the head is unevaluated instead of tabulating the last reward
+    assert "Not evaluated yet" in card and "| reward |" not in card and "trained_steps: 2" in card
     reloaded = LogitMLPForCausalLM.from_pretrained(out, base_model=tiny_llama())
     assert torch.equal(reloaded.logitmlp_head.fc_out.weight, trainer.model.logitmlp_head.fc_out.weight)
+
+
+def test_head_repo_holds_config_weights_and_card_only_and_checkpoints_stay_apart(tmp_path):
+    trainer = make_trainer(tmp_path, save_strategy="steps", save_steps=1, save_total_limit=1)
+    trainer.train()
+    head = tmp_path / "head"
+    trainer.save_model(str(head))
+    assert sorted(os.listdir(head)) == ["README.md", "config.json", "logitmlp_head.safetensors"]
+    checkpoints = sorted((tmp_path / "out").glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == ["checkpoint-2"]
+    files = set(os.listdir(checkpoints[0]))
+    # the resume state lives in the checkpoint, beside the same head files; no tokenizer or pickled args anywhere
+    assert {"config.json", "logitmlp_head.safetensors", "optimizer.pt", "trainer_state.json"} <= files
+    assert not files & {"tokenizer.json", "tokenizer_config.json", "training_args.bin"}
+    assert not {"tokenizer.json", "training_args.bin"} & set(os.listdir(tmp_path / "out"))
+    # special-token ids came from the base, so Trainer had nothing to align (and nothing to warn about)
+    config = json.loads((head / "config.json").read_text())
+    assert config["eos_token_id"] == trainer.model.get_base_model().config.eos_token_id
+
+
+def test_training_is_quiet_about_third_party_deprecations(tmp_path, recwarn):
+    trainer = make_trainer(tmp_path, report_to=["tensorboard"], use_cpu=False)
+    trainer.train()
+    noisy = [str(w.message) for w in recwarn if "checkpointing" in str(w.message) or "pin_memory" in str(w.message)]
+    # transformers' gradient_checkpointing alias, TRL's is_gradient_checkpointing read, torch's pin_memory on a CPU
+    assert noisy == [], noisy
+    notice = logging.getLogger("transformers.integrations.integration_utils")
+    record = notice.makeRecord(notice.name, logging.WARNING, __file__, 1, "x", None, None)
+    none_notice = (
+        'Trainer is attempting to log a value of "None" of type <class \'NoneType\'> for key "k" as a scalar.'
+    )
+    assert not notice.filters[0].filter(logging.makeLogRecord({"msg": none_notice}))
+    assert notice.filters[0].filter(record)  # any other notice still goes through
 
 
 def test_overlong_shaping_adds_trls_soft_punishment(tmp_path):

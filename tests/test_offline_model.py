@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,26 @@ def test_cli_loads_the_embedded_model_by_its_hub_id_offline(monkeypatch):
     model, tokenizer = load_base(om.EMBEDDED_MODEL_ID)
     assert tokenizer.padding_side == "left" and tokenizer.chat_template
     assert model.config.vocab_size >= len(tokenizer)
+
+
+@requires_embedded
+def test_demo_shows_the_packaged_trained_head_and_its_samples_differ_from_the_base(tmp_path, capsys):
+    from logitmlp_hf.cli import main as cli_main
+
+    head = om.demo_head_dir()
+    # a head-only repo small enough to ship: config, weights, card (with how it was made)
+    assert sorted(p.name for p in head.iterdir()) == ["README.md", "config.json", "logitmlp_head.safetensors"]
+    assert (head / "logitmlp_head.safetensors").stat().st_size < 1_000_000
+    card = (head / "README.md").read_text(encoding="utf-8")
+    assert "python trainers/make_demo_head.py" in card and "seed: 0" in card and "trained_steps: 25" in card
+    assert json.loads((head / "config.json").read_text())["base_model_name_or_path"] == om.EMBEDDED_MODEL_ID
+
+    assert cli_main(["demo", "--max-new-tokens", "24", "--output-dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "the demo head shipped in the package (pass@k" in out
+    base = re.findall(r"base   \(T=1, seed 0\): (.*)", out)
+    warped = re.findall(r"warped \(T=1, seed 0\): (.*)", out)
+    assert len(base) == len(warped) == 3
+    assert any(b != w for b, w in zip(base, warped)), out  # same seed, different distribution
+    kls = [float(x) for x in re.findall(r"mean KL\(warp‖base\) over the warped sample: (\S+) nats", out)]
+    assert min(kls) > 1e-3, kls  # a trained head, not a near-identity fresh one (~1e-5)

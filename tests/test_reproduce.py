@@ -122,6 +122,37 @@ def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=No
     )
 
 
+def test_head_cards_carry_their_test_results_and_settings(tmp_path):
+    from conftest import tiny_llama
+
+    from logitmlp_hf import LogitMLPForCausalLM
+    from logitmlp_hf.reproduce.config import RunPaths
+    from logitmlp_hf.reproduce.pipeline import write_evaluated_cards
+    from logitmlp_hf.reproduce.report import HEAD_POLICY_NAMES
+
+    paths = RunPaths(tmp_path)
+    for key in ("pass1", "passk"):
+        LogitMLPForCausalLM.from_base_model(tiny_llama()).save_pretrained(getattr(paths, key))
+        assert "Not evaluated yet" in (getattr(paths, key) / "README.md").read_text()
+    correct, answers = [[True, False, False, False]] * 6, [["1", "2", "3", "4"]] * 6
+    heads = EvalResults(
+        {}, {name: _policy(name, correct, answers, kind="head") for name in HEAD_POLICY_NAMES.values()}
+    )
+    config = ReproduceConfig(output_dir=str(tmp_path), n_test=6, n_samples=4, max_new_tokens=20, seed=3)
+    write_evaluated_cards(config, paths, heads, base_num_parameters=10_000)
+    for key in ("pass1", "passk"):
+        card = (getattr(paths, key) / "README.md").read_text()
+        assert "Not evaluated yet" not in card
+        assert "`problems=6`, `samples=4`, `max_new_tokens=20`" in card and "`seed=3`" in card
+        assert "| best@4 | 1.000 [1.000, 1.000] |" in card and "| mean_accuracy | 0.250 [0.250, 0.250] |" in card
+        assert "trained_steps: 25" in card  # the run's config stays in the card
+        assert sorted(p.name for p in getattr(paths, key).iterdir()) == [
+            "README.md",
+            "config.json",
+            "logitmlp_head.safetensors",
+        ]
+
+
 def test_report_tables_and_claims_from_known_results(tmp_path):
     """The report on hand-made results: the pass@k head solves more problems with more distinct answers, the pass@1
     head is identical to GLOBAL-T*, so exactly the two pass@k claims are reproduced."""
@@ -219,7 +250,10 @@ def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
         "12",
     ]
     assert cli_main(argv) == 0
-    printed = capsys.readouterr().out
+    printed, errors = capsys.readouterr()
+    assert printed.startswith("settings: ") and "max_new_tokens=12" in printed.splitlines()[0]
+    assert "evaluate: 100%" in errors and "analyze: 100%" in errors  # progress bars, also when stderr is no TTY
+    assert "FutureWarning" not in errors and "PAD/BOS/EOS" not in errors
     assert "Table 1 shape" in printed and "GLOBAL-T*" in printed and "LogitMLP (pass@k)" in printed
     for path in (
         "heads/pass1/logitmlp_head.safetensors",
@@ -240,6 +274,15 @@ def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
     assert results["config"]["n_test"] == 4 and len(results["claims"]) == 3
     assert "(analysis/pass1/viewer.html)" in (out / "results.md").read_text()  # the interactive per-token pages
     assert json.loads((out / "heads/passk/config.json").read_text())["objective"] == "pass@k"
+    # head repos: config, weights and a card with the test results; the training runs live apart
+    for key in ("pass1", "passk"):
+        files = sorted(p.name for p in (out / "heads" / key).iterdir())
+        assert files == ["README.md", "config.json", "logitmlp_head.safetensors"], files
+        assert "`problems=4`, `samples=4`" in (out / "heads" / key / "README.md").read_text()
+        assert (
+            list((out / "training" / key).glob("checkpoint-*"))
+            and (out / "training" / key / "log_history.json").exists()
+        )
     timings = (out / "timings.json").read_text()
     # A second run finds every stage done and only rewrites the report.
     assert cli_main(argv) == 0

@@ -35,6 +35,7 @@ import torch
 from ..errors import DataFileError, MissingFieldError, RolloutsMismatchError, json_snippet
 from ..features import kl_from_log_probs, logit_statistics
 from ..modeling import DecodingHeadForCausalLM
+from ..progress import progress_bar
 
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,43 @@ def load_rollouts(path: str | os.PathLike, limit: int | None = None) -> list[dic
         _check_rollout(row, len(rollouts))
         rollouts.append(row)
     return rollouts
+
+
+def rollout_policies(rollouts: Sequence[dict[str, Any]]) -> list[str]:
+    """The ``policy`` names in ``rollouts``, in order of first appearance (rows without one are not counted)."""
+    return list(dict.fromkeys(r["policy"] for r in rollouts if r.get("policy") is not None))
+
+
+def select_policy(
+    rollouts: Sequence[dict[str, Any]], policy: str | None, source: str | os.PathLike = "rollouts"
+) -> list[dict[str, Any]]:
+    """The rollouts of one decoding policy: ``policy``'s, or all when the rollouts come from at most one policy.
+
+    A rollouts file of ``logitmlp eval`` holds every evaluated policy's samples; analysing them under one head
+    would mix e.g. a pass@1 head's rollouts with a pass@k head's, so several policies need an explicit choice.
+
+    Raises:
+        [`~logitmlp_hf.errors.DataFileError`]: ``policy`` is not in the rollouts, or it is ``None`` and they hold
+        several policies (the message lists them).
+    """
+    names = rollout_policies(rollouts)
+    listed = ", ".join(repr(n) for n in names)
+    if policy is None:
+        if len(names) > 1:
+            raise DataFileError(
+                f"{source}: holds the rollouts of {len(names)} policies ({listed}); pick the ones to analyse with "
+                "--policy NAME (policy=...)",
+                source,
+                field="policy",
+            )
+        return list(rollouts)
+    if policy not in names:
+        raise DataFileError(
+            f"{source}: no rollouts of policy {policy!r}; the policies in it are: {listed or 'none recorded'}",
+            source,
+            field="policy",
+        )
+    return [r for r in rollouts if r.get("policy") == policy]
 
 
 def _vocab_size(model: DecodingHeadForCausalLM) -> int:
@@ -555,6 +593,7 @@ def analyze_rollouts(
     active_kl: float = 0.01,
     chunk_rows: int = 512,
     allow_other_model: bool = False,
+    progress: bool = True,
 ) -> TokenAnalysis:
     r"""Teacher-force rollouts through base + head and collect per-completion-token statistics.
 
@@ -573,6 +612,7 @@ def analyze_rollouts(
         chunk_rows (`int`, *optional*, defaults to `512`): positions reduced at once after each forward.
         allow_other_model (`bool`, *optional*, defaults to `False`): analyse rollouts that record another model or
             tokenizer than ``model`` and ``tokenizer`` (e.g. the same weights under another path).
+        progress (`bool`, *optional*, defaults to `True`): Show a tqdm progress bar (rollouts) on stderr.
 
     Returns:
         :class:`TokenAnalysis`.
@@ -598,6 +638,7 @@ def analyze_rollouts(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = length_order(rollouts)
     pieces: dict[str, list[torch.Tensor]] = {}
+    bar = progress_bar(total=len(order), desc="analyze", unit="rollout", disable=not progress)
     for n_batch, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start : start + batch_size]
         completions = [list(rollouts[i]["completion_ids"]) for i in idx]
@@ -628,6 +669,8 @@ def analyze_rollouts(
         for key, value in reduced.items():
             pieces.setdefault(key, []).append(value.cpu())
         logger.info("analyzed batch %d (%d/%d rollouts)", n_batch + 1, min(start + batch_size, len(order)), len(order))
+        bar.update(len(idx))
+    bar.close()
 
     if not pieces:
         empty = np.zeros(0, dtype=np.float32)
@@ -900,11 +943,13 @@ def generate_arithmetic_rollouts(
     max_new_tokens: int = 96,
     seed: int = 0,
     max_operand: int = 50,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Sample rollouts of "What is a + b?" (chat template) from the warp, in the rollouts-file format.
 
     The answer is the last number in the completion; ``correct`` compares it with ``a + b``. Meant for a quick,
     offline look at a head; real analyses should use rollouts saved by ``logitmlp eval --save-rollouts``.
+    ``progress`` shows a tqdm bar (problems) on stderr.
     """
     from ..evaluation.runner import rollout_source
 
@@ -915,7 +960,7 @@ def generate_arithmetic_rollouts(
     eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tokenizer.eos_token_id])
     source = rollout_source(model, tokenizer)
     rollouts = []
-    for problem_id, (a, b) in enumerate(problems):
+    for problem_id, (a, b) in enumerate(progress_bar(problems, desc="sample", unit="problem", disable=not progress)):
         messages = [{"role": "user", "content": f"What is {a} + {b}?"}]
         if getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..analysis.per_token import analyze_rollouts, generate_arithmetic_rollouts, load_rollouts
+from ..analysis.per_token import analyze_rollouts, generate_arithmetic_rollouts, load_rollouts, select_policy
 from ..analysis.report import write_report
 from ..analysis.viewer import DEFAULT_MAX_ROLLOUTS, VIEWER_FILE
 from ..errors import DataFileError
@@ -34,11 +34,13 @@ click) to --output-dir.
 Rollouts come from `logitmlp eval --save-rollouts` (--rollouts); without them a small arithmetic set is sampled from
 the head first. Without --head a fresh head is analysed (a dry run of the report). Rollouts record the model and
 tokenizer that made them; those of another model or vocabulary are refused (--allow-other-model to analyse them
-anyway), and every row is checked (token ids in the vocabulary) before the model runs.
+anyway), and every row is checked (token ids in the vocabulary) before the model runs. A rollouts file that holds
+several policies' samples (`logitmlp eval` with several --policy) needs --policy NAME to pick the ones to analyse;
+without it the command stops and lists the names.
 
 Example:
-  logitmlp eval --policy head:outputs/demo-head --n-problems 20 --max-new-tokens 48 --save-rollouts
-  logitmlp analyze --head outputs/demo-head --rollouts outputs/eval/rollouts.jsonl
+  logitmlp eval --policy head:outputs/demo-head --n-problems 20 --save-rollouts
+  logitmlp analyze --head outputs/demo-head --rollouts outputs/eval/rollouts.jsonl --policy head:outputs/demo-head
 """
 
 
@@ -80,6 +82,13 @@ class AnalyzeCommand(Command):
             help="rollouts.jsonl (from `logitmlp eval --save-rollouts`); default: sample a small "
             "arithmetic set from the head on the base first",
         )
+        parser.add_argument(
+            "--policy",
+            default=None,
+            metavar="NAME",
+            help="analyse only this policy's rollouts (a rollouts file of `logitmlp eval` holds every evaluated "
+            "policy's; with several and no --policy the command stops and lists them)",
+        )
         parser.add_argument("--output-dir", type=Path, default=Path("outputs/analysis"), help="where the report goes")
         add_model_options(
             parser, base_help="base model id or path (default: the head's base, or the embedded SmolLM2 offline)"
@@ -90,7 +99,9 @@ class AnalyzeCommand(Command):
             help="analyse --rollouts that record another model or tokenizer than the one loaded (e.g. the same "
             "weights under another path); by default they are refused",
         )
-        parser.add_argument("--max-rollouts", type=int, default=None, help="analyse only the first N rollouts")
+        parser.add_argument(
+            "--max-rollouts", type=int, default=None, help="analyse only the first N rollouts (of --policy)"
+        )
         parser.add_argument("--batch-size", type=int, default=16, help="rollouts per teacher-forced forward pass")
         parser.add_argument("--active-kl", type=float, default=0.01, help="KL above which a position is 'active'")
         parser.add_argument(
@@ -137,7 +148,9 @@ class AnalyzeCommand(Command):
         output_dir.mkdir(parents=True, exist_ok=True)
         rollouts = None
         if args.rollouts is not None:  # the file is checked before any model is loaded
-            rollouts = load_rollouts(args.rollouts, limit=args.max_rollouts)
+            rollouts = select_policy(load_rollouts(args.rollouts), args.policy, args.rollouts)
+            if args.max_rollouts is not None:
+                rollouts = rollouts[: args.max_rollouts]
             if not any(r["completion_ids"] for r in rollouts):
                 raise DataFileError(
                     f"{args.rollouts}: no completion tokens in its {len(rollouts)} rollouts; nothing to analyse",
@@ -146,7 +159,7 @@ class AnalyzeCommand(Command):
         print(f"Loading {args.base_model or 'the base model'} and {args.head or 'a fresh head'} ...", flush=True)
         model, tokenizer = self.load_model(args)
         if rollouts is not None:
-            source = str(args.rollouts)
+            source = str(args.rollouts) + (f" (policy {args.policy!r})" if args.policy else "")
         else:
             print(
                 f"No --rollouts: sampling {args.n_problems}x{args.n_samples} arithmetic rollouts from the head ...",

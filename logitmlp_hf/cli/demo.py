@@ -1,6 +1,7 @@
 """``logitmlp demo``: a LogitMLP head on the embedded SmolLM2, base vs warped samples, and where the head acts.
 
-Runs offline. For each arithmetic prompt it samples from the base and from the warp with the same seed, then
+Runs offline. The head is the trained one shipped in the package (:func:`~logitmlp_hf.hub.offline_model.demo_head_dir`)
+unless ``--head`` names another or ``--fresh`` asks for an untrained one. For each arithmetic prompt it samples from the base and from the warp with the same seed, then
 teacher-forces the warped sample through the wrapper to show, at the positions where the warp differs most from the
 base (largest KL(warp‖base)), the token, the head's ``(s1, s2, b)`` and the base's top-1 probability. The head is
 written to ``--output-dir`` as a head-only repo (config, safetensors, model card).
@@ -17,7 +18,7 @@ import torch
 
 from ..features import warp_kl
 from ..heads.registry import decoding_head_type
-from ..hub.offline_model import load_embedded_model
+from ..hub.offline_model import demo_head_dir, load_embedded_model
 from ..modeling import DecodingHeadForCausalLM, load_decoding_head_model
 from .base import Command
 
@@ -78,18 +79,25 @@ class DemoCommand(Command):
         super().__init__(
             "demo",
             "a head on the embedded SmolLM2: base vs warped samples and per-token (s1, s2, b)",
-            "For each prompt, samples from the base and from the head with the same seed, then shows the generated\n"
-            "positions where the head changes the distribution most (KL(warp || base)) with its (s1, s2, b) there.\n"
-            "The head is written to --output-dir as a head-only repo.",
+            "For each prompt, samples from the base and from the head (by default the trained demo head shipped in\n"
+            "the package) with the same seed, then shows the generated positions where the head changes the\n"
+            "distribution most (KL(warp || base)) with its (s1, s2, b) there. The head is written to --output-dir\n"
+            "as a head-only repo.",
         )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--head", default=None, help="head repo (dir or Hub id) to load; default: a fresh head")
+        parser.add_argument(
+            "--head",
+            default=None,
+            help="head repo (dir or Hub id) to load; default: the trained pass@4 head shipped in the package "
+            "(trainers/make_demo_head.py; its card has the settings)",
+        )
+        parser.add_argument("--fresh", action="store_true", help="show a fresh, untrained head instead")
         parser.add_argument(
             "--init-std",
             type=float,
             default=None,
-            help="std of a fresh head's output layer (default: the config's 2.5e-4, i.e. near identity; "
+            help="with --fresh: std of the head's output layer (default: the config's 2.5e-4, i.e. near identity; "
             "e.g. 0.05 shows a visibly active untrained head)",
         )
         parser.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS), help="questions to answer")
@@ -101,15 +109,25 @@ class DemoCommand(Command):
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.head and args.fresh:
+            raise SystemExit("give --head or --fresh, not both")
+        if args.init_std is not None and not args.fresh:
+            raise SystemExit("--init-std sets up a fresh head: add --fresh")
         print("Loading the embedded SmolLM2-135M-Instruct (first run converts it from GGUF, ~15 s) ...", flush=True)
         base, tokenizer = load_embedded_model()
-        if args.head:
-            model = load_decoding_head_model(args.head, base_model=base)
+        if not args.fresh:
+            head = args.head or str(demo_head_dir())
+            model = load_decoding_head_model(head, base_model=base)
             if not hasattr(model.config, "slope_bound"):
                 raise SystemExit(
-                    f"{args.head} is a {model.config.model_type!r} head; the demo shows LogitMLP heads' (s1, s2, b)"
+                    f"{head} is a {model.config.model_type!r} head; the demo shows LogitMLP heads' (s1, s2, b)"
                 )
-            origin = f"head loaded from {args.head}"
+            origin = (
+                f"head loaded from {args.head}"
+                if args.head
+                else f"the demo head shipped in the package ({model.config.objective}, trained by "
+                f"trainers/make_demo_head.py; settings in {Path(head) / 'README.md'})"
+            )
         else:
             torch.manual_seed(args.seed)
             kwargs = {} if args.init_std is None else {"init_std": args.init_std}

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..evaluation.policies import parse_policy
 from ..evaluation.runner import evaluate
 from .base import Command
-from .options import add_evaluation_options, dataset_from_args, load_base
+from .options import (
+    add_evaluation_options,
+    dataset_from_args,
+    evaluation_settings,
+    load_base,
+    n_test_problems,
+    print_settings,
+)
 
 
 DESCRIPTION = """\
@@ -23,7 +29,10 @@ Policies (repeat --policy):
   baseline:NAME[:key=value,...]             a baseline sampler (entropy_guided, annealed, multi_temperature)
 
 Example:
-  logitmlp eval --policy temperature:0.7 --policy head:outputs/demo-head --n-problems 50 --max-new-tokens 48
+  logitmlp eval --policy temperature:0.7 --policy head:outputs/demo-head --n-problems 50
+
+Defaults (samples, completion budget, seed, ...) are the ones `logitmlp sweep` and `logitmlp reproduce` use; the
+first line of the output lists them.
 """
 
 
@@ -50,11 +59,23 @@ class EvalCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         policies = [parse_policy(p) for p in (args.policies or ["temperature:1.0"])]
+        settings = evaluation_settings(args)
+        print_settings(
+            dataset=args.dataset,
+            n_problems=n_test_problems(args) or "all",
+            n_samples=settings.n_samples,
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+            batch_size=settings.batch_size,
+            n_resamples=settings.n_resamples,
+            no_answer=settings.no_answer,
+            policies=[p.name for p in policies],
+        )
         print(f"Loading {args.base_model or 'the embedded SmolLM2-135M-Instruct'} ...", flush=True)
         model, tokenizer = load_base(args.base_model, args.dtype, args.device)
         dataset = dataset_from_args(args)
         print(
-            f"{len(dataset)} problems from {args.dataset}, {args.n_samples} samples each, {len(policies)} policies",
+            f"{len(dataset)} problems from {args.dataset}, {settings.n_samples} samples each, {len(policies)} policies",
             flush=True,
         )
         output_dir = Path(args.output_dir)
@@ -63,15 +84,14 @@ class EvalCommand(Command):
             tokenizer,
             dataset,
             policies,
-            n_samples=args.n_samples,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
-            n_resamples=args.n_resamples,
-            no_answer=args.no_answer,
+            n_samples=settings.n_samples,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            max_new_tokens=settings.max_new_tokens,
+            n_resamples=settings.n_resamples,
+            no_answer=settings.no_answer,
             rollouts_path=output_dir / "rollouts.jsonl" if args.save_rollouts else None,
             results_path=output_dir / "results.json",
-            progress=sys.stderr.isatty(),
             config={"dataset": args.dataset, "command": "eval"},
         )
         print()

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any
 
 import torch
 
 from ..evaluation.metrics import NO_ANSWER_MODES
 from ..evaluation.runner import load_eval_dataset
+from ..evaluation.settings import (
+    DEFAULT_SETTINGS,
+    LONG_FORM_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS_BY_DATASET,
+    EvaluationSettings,
+    format_settings,
+)
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -33,7 +42,10 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
         help="arithmetic | gsm8k | math500 (vendored) | a .jsonl file | a Hub id in DAPO format",
     )
     parser.add_argument(
-        "--n-problems", type=int, default=None, help="test problems (default: all; 100 for arithmetic)"
+        "--n-problems",
+        type=int,
+        default=None,
+        help=f"test problems (default: {DEFAULT_SETTINGS.n_test} for arithmetic, all of any other dataset)",
     )
     parser.add_argument(
         "--instruction",
@@ -43,17 +55,40 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arithmetic-seed", type=int, default=0, help="arithmetic: problem seed (the recipes' seed)")
     parser.add_argument("--arithmetic-max-operand", type=int, default=20, help="arithmetic: largest operand")
     parser.add_argument("--arithmetic-n-operands", type=int, default=2, help="arithmetic: operands per problem")
-    parser.add_argument("--n-samples", type=int, default=8, help="samples per problem (the k of best@k)")
-    parser.add_argument("--batch-size", type=int, default=8, help="problems per generate call")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="completion length limit")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (per problem and sample)")
-    parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples for the CIs")
+    defaults = DEFAULT_SETTINGS
+    parser.add_argument(
+        "--n-samples", type=int, default=defaults.n_samples, help="samples per problem (the k of best@k)"
+    )
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="problems per generate call")
+    budgets = ", ".join(f"{v} for {k}" for k, v in MAX_NEW_TOKENS_BY_DATASET.items())
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=defaults.max_new_tokens,
+        help=f"completion length limit (default: the dataset's: {budgets}, {LONG_FORM_MAX_NEW_TOKENS} otherwise)",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="sampling seed (per problem and sample)")
+    parser.add_argument(
+        "--n-resamples", type=int, default=defaults.n_resamples, help="bootstrap resamples for the CIs"
+    )
     parser.add_argument(
         "--no-answer",
         choices=NO_ANSWER_MODES,
-        default="category",
+        default=defaults.no_answer,
         help="how samples without an answer count in answer entropy and uniq/k",
     )
+
+
+def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
+    """The evaluation options as :class:`EvaluationSettings` (the dataset's budget filled in)."""
+    fields = {f for f in EvaluationSettings.__dataclass_fields__ if hasattr(args, f)}
+    settings = EvaluationSettings(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+    return dataclasses.replace(settings, max_new_tokens=settings.resolved_max_new_tokens(args.dataset))
+
+
+def print_settings(**settings: Any) -> None:
+    """The ``settings:`` line every command prints first."""
+    print(format_settings(settings), flush=True)
 
 
 def load_base(base_model: str | None, dtype: str = "float32", device: str | None = None):
@@ -77,12 +112,19 @@ def load_base(base_model: str | None, dtype: str = "float32", device: str | None
     return model.to(device).eval(), tokenizer
 
 
+def n_test_problems(args: argparse.Namespace) -> int | None:
+    """``--n-problems``, or the shared default for arithmetic (``None``, all, for other datasets)."""
+    if args.n_problems is None and args.dataset == "arithmetic":
+        return DEFAULT_SETTINGS.n_test
+    return args.n_problems
+
+
 def dataset_from_args(args: argparse.Namespace, split: str = "test", n_validation: int = 0):
     """The evaluation problems the dataset options name."""
     instruction = None if args.instruction == "none" else args.instruction
     return load_eval_dataset(
         args.dataset,
-        args.n_problems,
+        n_test_problems(args),
         split=split,
         n_validation=n_validation,
         instruction=instruction,

@@ -10,6 +10,7 @@ import shutil
 import sys
 
 from ..errors import LogitMLPError
+from ..evaluation.settings import format_settings
 from ..reproduce.config import ReproduceConfig
 from ..reproduce.pipeline import reproduce
 from .base import Command
@@ -143,23 +144,23 @@ class ReproduceCommand(Command):
             raise LogitMLPError(str(err)) from None
 
     def run_branching(self, args: argparse.Namespace) -> int:
-        from tqdm.auto import tqdm
-
+        from ..progress import progress_bar
         from ..reproduce.branching import run_branching
 
         config = self.branching_config_from_args(args)
         if args.overwrite and config.path.exists():
             shutil.rmtree(config.path)
-        bars: dict[str, tqdm] = {}
+        bars: dict = {}
 
         def progress(what: str, done: int, total: int) -> None:
             bar = bars.get(what)
             if bar is None:
-                bar = bars[what] = tqdm(total=total, desc=what, mininterval=5.0, dynamic_ncols=True)
+                bar = bars[what] = progress_bar(total=total, desc=what)
             bar.update(done - bar.n)
             if done >= total:
                 bar.close()
 
+        print(f"settings: {config.settings_line()}" + (" (--quick)" if args.quick else ""), flush=True)
         report = run_branching(config, on_stage=lambda line: print(line, flush=True), progress=progress)
         print(f"results: {report}")
         print("\n".join(line for line in report.read_text(encoding="utf-8").splitlines() if line.startswith("RESULT")))
@@ -171,6 +172,7 @@ class ReproduceCommand(Command):
         if args.recipes is not None or args.training_seeds is not None:
             raise LogitMLPError("--recipes and --training-seeds belong to --task branching")
         config = self.config_from_args(args)
+        print(format_settings(config.settings()) + (" (--quick)" if args.quick else ""), flush=True)
         command = "logitmlp " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "logitmlp reproduce"
         report = reproduce(
             config, overwrite=args.overwrite, command=command, on_stage=lambda line: print(line, flush=True)

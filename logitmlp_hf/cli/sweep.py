@@ -8,9 +8,17 @@ from pathlib import Path
 from ..evaluation.policies import DecodingPolicy
 from ..evaluation.results import EvalResults
 from ..evaluation.runner import evaluate
+from ..evaluation.settings import DEFAULT_SETTINGS
 from ..evaluation.sweep import SELECTION_METRICS, global_temperature_sweep, pareto_plot
 from .base import Command
-from .options import add_evaluation_options, dataset_from_args, load_base
+from .options import (
+    add_evaluation_options,
+    dataset_from_args,
+    evaluation_settings,
+    load_base,
+    n_test_problems,
+    print_settings,
+)
 
 
 DESCRIPTION = """\
@@ -19,7 +27,10 @@ picks GLOBAL-T* by --select-by, reports it on the test problems, and draws the b
 given with --head are evaluated on the same test problems and drawn as markers. Writes sweep.json and pareto.png.
 
 Example:
-  logitmlp sweep --temperatures 0.4 0.7 1.0 --n-validation 32 --n-problems 100 --max-new-tokens 48
+  logitmlp sweep --temperatures 0.4 0.7 1.0 --n-validation 32 --n-problems 100
+
+Defaults (grid, validation and test sizes, samples, completion budget, seed) are the ones `logitmlp eval` and
+`logitmlp reproduce` use; the first line of the output lists them.
 """
 
 
@@ -36,14 +47,20 @@ class SweepCommand(Command):
             "--temperatures",
             type=float,
             nargs="+",
-            default=[0.2, 0.4, 0.6, 0.8, 1.0, 1.2],
+            default=list(DEFAULT_SETTINGS.temperatures),
             help="the temperature grid",
         )
         parser.add_argument(
-            "--select-by", choices=SELECTION_METRICS, default="mean_accuracy", help="validation metric that picks T*"
+            "--select-by",
+            choices=SELECTION_METRICS,
+            default=DEFAULT_SETTINGS.select_by,
+            help="validation metric that picks T*",
         )
         parser.add_argument(
-            "--n-validation", type=int, default=50, help="validation problems (held out before the test problems)"
+            "--n-validation",
+            type=int,
+            default=DEFAULT_SETTINGS.n_validation,
+            help="validation problems (held out before the test problems)",
         )
         parser.add_argument(
             "--head",
@@ -62,6 +79,21 @@ class SweepCommand(Command):
         parser.add_argument("--output-dir", type=Path, default=Path("outputs/sweep"), help="where results go")
 
     def run(self, args: argparse.Namespace) -> int:
+        args.temperatures = tuple(args.temperatures)
+        settings = evaluation_settings(args)
+        print_settings(
+            dataset=args.dataset,
+            n_problems=n_test_problems(args) or "all",
+            n_validation=settings.n_validation,
+            n_samples=settings.n_samples,
+            max_new_tokens=settings.max_new_tokens,
+            temperatures=settings.temperatures,
+            select_by=settings.select_by,
+            seed=settings.seed,
+            batch_size=settings.batch_size,
+            n_resamples=settings.n_resamples,
+            no_answer=settings.no_answer,
+        )
         print(f"Loading {args.base_model or 'the embedded SmolLM2-135M-Instruct'} ...", flush=True)
         model, tokenizer = load_base(args.base_model, args.dtype, args.device)
         validation = dataset_from_args(args, split="validation", n_validation=args.n_validation)
@@ -69,18 +101,17 @@ class SweepCommand(Command):
         if len(validation) == 0:
             raise SystemExit("the validation split is empty: pass --n-validation > 0")
         common = dict(
-            n_samples=args.n_samples,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
-            n_resamples=args.n_resamples,
-            no_answer=args.no_answer,
-            progress=False,
+            n_samples=settings.n_samples,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            max_new_tokens=settings.max_new_tokens,
+            n_resamples=settings.n_resamples,
+            no_answer=settings.no_answer,
             config={"dataset": args.dataset, "command": "sweep"},
         )
         print(
             f"Sweeping T in {args.temperatures} on {len(validation)} validation problems "
-            f"({args.n_samples} samples each) ...",
+            f"({settings.n_samples} samples each) ...",
             flush=True,
         )
         # Heads are plotted against the sweep, so both must be measured on the same (test) problems.

@@ -289,7 +289,8 @@ def evaluate(
         grading_timeout (`float`, *optional*, defaults to `5.0`): math-verify bound per sample, seconds.
         rollouts_path (`str` or `os.PathLike`, *optional*): Write every sample as a JSONL line here.
         results_path (`str` or `os.PathLike`, *optional*): Write the results JSON here.
-        progress (`bool`, *optional*, defaults to `True`): Show a tqdm progress bar.
+        progress (`bool`, *optional*, defaults to `True`): Show a tqdm progress bar with an ETA on stderr (see
+            :mod:`logitmlp_hf.progress`).
         config (`dict`, *optional*): Extra entries for the results' ``config`` (e.g. the dataset name).
 
     Returns:
@@ -305,8 +306,7 @@ def evaluate(
     >>> print(results.format_table())
     ```
     """
-    from tqdm.auto import tqdm
-
+    from ..progress import progress_bar
     from ..tasks.rewards import MatchOutcome, check_answer, extract_answer
 
     if n_samples < 1 or batch_size < 1:
@@ -345,7 +345,7 @@ def evaluate(
         Path(rollouts_path).parent.mkdir(parents=True, exist_ok=True)
         rollout_file = open(rollouts_path, "w", encoding="utf-8")
     results: dict[str, PolicyResults] = {}
-    bar = tqdm(total=len(policies) * len(dataset), desc="evaluate", unit="problem", disable=not progress)
+    bar = progress_bar(total=len(policies) * len(dataset), desc="evaluate", unit="problem", disable=not progress)
     try:
         for policy in policies:
             model = models.get(policy)

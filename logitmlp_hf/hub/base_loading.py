@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 from torch import nn
@@ -160,9 +161,18 @@ def load_base_model(
     if adapter_name_or_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(
-            model, str(adapter_name_or_path), revision=adapter_revision, is_trainable=False, **hub
-        )
+        with warnings.catch_warnings():
+            # PEFT 0.21 reads `model.is_gradient_checkpointing`, which transformers >= 5.20 deprecates; no argument
+            # avoids the read, so only that FutureWarning is dropped, here.
+            warnings.filterwarnings(
+                "ignore",
+                message="`is_gradient_checkpointing` is deprecated",
+                category=FutureWarning,
+                module="transformers.modeling_utils",
+            )
+            model = PeftModel.from_pretrained(
+                model, str(adapter_name_or_path), revision=adapter_revision, is_trainable=False, **hub
+            )
         # PEFT does not remember where an adapter came from; heads record it, so keep it on the model.
         model.logitmlp_adapter_source = (str(adapter_name_or_path), adapter_revision)
     return model

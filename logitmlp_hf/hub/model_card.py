@@ -12,8 +12,11 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..heads.configuration import DecodingHeadConfig
 from ..heads.registry import decoding_head_type
+from .head_repo import load_head_config
 from .offline_model import EMBEDDED_MODEL_ID
 
+
+__all__ = ["render_model_card", "write_head_card"]
 
 # Shared frame (results, training, usage) for head types whose own template describes only the head.
 FRAME_TEMPLATE = "decoding_head.md"
@@ -52,6 +55,7 @@ def render_model_card(
     license: str | None = "apache-2.0",
     datasets: list[str] | None = None,
     head_params: int | None = None,
+    evaluation_settings: dict[str, Any] | None = None,
 ) -> ModelCard:
     """The card of a head repo: YAML metadata (base_model, library_name, tags, license) and a body.
 
@@ -63,11 +67,14 @@ def render_model_card(
         config: the head's config (base ids, sizes, objective, and the head type's own fields).
         base_num_parameters: parameter count of the base, for the head's share.
         repo_id: where the card will live (used in the usage snippet).
-        metrics: name → value pairs to tabulate (e.g. final training metrics or eval results).
+        metrics: evaluation results, name → value, for the card's results table. Without them the card says the
+            head has not been evaluated (training logs are not results).
         training_config: a YAML dump of the run's configuration.
         license: SPDX id for the metadata; heads inherit obligations from their base, so set it to match.
         datasets: Hub ids of training datasets, for the metadata.
         head_params: the head's parameter count (default: the config's own count).
+        evaluation_settings: how ``metrics`` were measured (problems, samples, ``max_new_tokens``, seed, ...),
+            name → value, shown above the table.
     """
     from .. import __version__
 
@@ -125,6 +132,40 @@ def render_model_card(
         base_params_human=_human(base_num_parameters),
         head_param_pct=f"{pct:.3g}%",
         metrics=metrics or {},
+        evaluation_settings=evaluation_settings or {},
         training_config=training_config,
         library_version=__version__,
     )
+
+
+def write_head_card(
+    head_dir: str | os.PathLike,
+    base_num_parameters: int,
+    metrics: dict[str, Any] | None = None,
+    evaluation_settings: dict[str, Any] | None = None,
+    training_config: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """(Re)write ``README.md`` of the head repo in ``head_dir`` from its ``config.json``, e.g. with the results of
+    an evaluation of the head (``metrics``) and how they were measured (``evaluation_settings``).
+
+    Args:
+        head_dir: a local head repo.
+        base_num_parameters: parameter count of the base, for the head's share.
+        metrics, evaluation_settings, training_config, repo_id: as for :func:`render_model_card`.
+
+    Returns:
+        `Path`: the card.
+    """
+    config = load_head_config(head_dir)
+    card = render_model_card(
+        config,
+        base_num_parameters,
+        repo_id=repo_id,
+        metrics=metrics,
+        training_config=training_config,
+        evaluation_settings=evaluation_settings,
+    )
+    path = Path(head_dir) / "README.md"
+    card.save(path)
+    return path

@@ -54,6 +54,7 @@ __all__ = [
     "EMBEDDED_PACKAGE",
     "EMBEDDED_PACKAGE_VERSION",
     "EmbeddedModelNotAvailableError",
+    "demo_head_dir",
     "embedded_gguf_path",
     "embedded_model_available",
     "embedded_model_dir",
@@ -350,6 +351,18 @@ def portable_model_id(name_or_path: str | os.PathLike) -> str:
     if isinstance(info, dict) and info.get("model_id") == EMBEDDED_MODEL_ID:
         return EMBEDDED_MODEL_ID
     return name
+
+
+def demo_head_dir() -> Path:
+    """
+    The LogitMLP head for the embedded model that ships in the package (``logitmlp_hf/hub/demo_head/``): a head-only
+    repo (config, ~0.6 MB of weights, card) trained with the pass@k recipe by ``trainers/make_demo_head.py``, whose
+    card records the settings and seed. ``logitmlp demo`` shows it by default.
+
+    Returns:
+        `Path`: A local head repo directory, for `from_pretrained` or `load_decoding_head_model`.
+    """
+    return Path(__file__).with_name("demo_head")
 
 
 def load_embedded_model(

@@ -152,6 +152,14 @@ class BranchingRunConfig:
     def path(self) -> Path:
         return Path(self.output_dir)
 
+    def settings_line(self) -> str:
+        """The run's design in one line (what the CLI prints first)."""
+        return (
+            f"recipes {', '.join(self.recipes)} x training seeds {', '.join(map(str, self.training_seeds))}; "
+            f"{self.n_test} test problems x {self.n_samples} samples (seed {self.seed}); temperature grid "
+            f"{', '.join(f'{t:g}' for t in self.temperatures)}; {self.n_resamples} bootstrap resamples"
+        )
+
 
 def _training_arguments(recipe: BranchingRecipe, output_dir: Path, seed: int, steps: int):
     from ..trainer.config import DecodingHeadGRPOConfig

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.settings import DEFAULT_SETTINGS
 
+
+_EVAL = DEFAULT_SETTINGS
 N_ARITHMETIC_PROBLEMS = 441  # distinct "a + b" with 0 <= a, b <= 20: the task's whole problem space
 
 
@@ -36,23 +39,24 @@ class ReproduceConfig:
         lora_steps (`int`), lora_learning_rate (`float`), lora_rank (`int`): TRL GRPO + LoRA settings.
     """
 
+    # The evaluation defaults are `logitmlp eval`'s and `logitmlp sweep`'s (evaluation/settings.py).
     output_dir: str = "outputs/reproduce"
-    seed: int = 0
+    seed: int = _EVAL.seed
     n_train: int = 309
-    n_validation: int = 32
-    n_test: int = 100
-    n_samples: int = 8
-    temperatures: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
-    select_by: str = "mean_accuracy"
-    max_new_tokens: int = 48
+    n_validation: int = _EVAL.n_validation
+    n_test: int = _EVAL.n_test
+    n_samples: int = _EVAL.n_samples
+    temperatures: tuple[float, ...] = _EVAL.temperatures
+    select_by: str = _EVAL.select_by
+    max_new_tokens: int = _EVAL.resolved_max_new_tokens("arithmetic")
     train_steps: int = 25
     learning_rate: float = 3e-3
     num_generations: int = 8
     prompts_per_step: int = 2
     pass_k: int = 4
     slope_bound: float = 4.0
-    eval_batch_size: int = 8
-    n_resamples: int = 1000
+    eval_batch_size: int = _EVAL.batch_size
+    n_resamples: int = _EVAL.n_resamples
     n_analysis_problems: int = 25
     with_lora: bool = False
     lora_steps: int = 30
@@ -100,6 +104,25 @@ class ReproduceConfig:
     def path(self) -> Path:
         return Path(self.output_dir)
 
+    def settings(self) -> dict[str, Any]:
+        """What the run measures with, in the order ``logitmlp reproduce`` prints it first."""
+        keys = (
+            "seed",
+            "n_train",
+            "n_validation",
+            "n_test",
+            "n_samples",
+            "max_new_tokens",
+            "temperatures",
+            "select_by",
+            "train_steps",
+            "num_generations",
+            "pass_k",
+            "eval_batch_size",
+            "n_resamples",
+        )
+        return {"output_dir": self.output_dir, **{k: getattr(self, k) for k in keys}}
+
 
 # ---------------------------------------------------------------------------------------------------------- data
 
@@ -109,7 +132,10 @@ class RunPaths:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Head repos hold only config, weights and card; each training run (checkpoints, TensorBoard logs,
+        # log_history.json) has its own folder under training/.
         self.pass1, self.passk = root / "heads" / "pass1", root / "heads" / "passk"
+        self.training = root / "training"
         self.sweep = root / "sweep" / "sweep.json"
         self.eval, self.rollouts = root / "eval" / "results.json", root / "eval" / "rollouts.jsonl"
         self.analysis = root / "analysis"

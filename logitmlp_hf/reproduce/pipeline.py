@@ -31,7 +31,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +58,9 @@ def problem_sets(config: ReproduceConfig):
 
 
 # ------------------------------------------------------------------------------------------------------ training
-def training_arguments(config: ReproduceConfig, output_dir: Path, objective: str, max_steps: int | None = None):
+def training_arguments(
+    config: ReproduceConfig, output_dir: Path, objective: str, max_steps: int | None = None, progress: bool = True
+):
     """The heads' `DecodingHeadGRPOConfig` (the same recipe as ``trainers/configs/smollm2_arith_*.yaml``)."""
     from ..trainer.config import DecodingHeadGRPOConfig
 
@@ -86,7 +87,7 @@ def training_arguments(config: ReproduceConfig, output_dir: Path, objective: str
         report_to=["tensorboard"],
         seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=not progress,
         head_slope_bound=config.slope_bound,
     )
 
@@ -95,22 +96,32 @@ def _write_log_history(trainer, run_dir: Path) -> None:
     (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
 
 
-def train_head(config: ReproduceConfig, model: Any, train_dataset, objective: str, head_dir: Path) -> Path:
-    """Train one head (resuming from ``head_dir``'s newest checkpoint) and save it there as a head-only repo."""
+def train_head(
+    config: ReproduceConfig,
+    model: Any,
+    train_dataset,
+    objective: str,
+    head_dir: Path,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train one head in ``run_dir`` (checkpoints, logs, ``log_history.json``; default ``<head_dir>-training``),
+    resuming from its newest complete checkpoint, and save the head-only repo (config, weights, card) to
+    ``head_dir``."""
     from ..tasks.rewards import MathVerifyReward
     from ..trainer.grpo_trainer import DecodingHeadGRPOTrainer
 
+    run_dir = Path(run_dir) if run_dir is not None else head_dir.with_name(head_dir.name + "-training")
     trainer = DecodingHeadGRPOTrainer(
         model=model,
         reward_funcs=MathVerifyReward(),
-        args=training_arguments(config, head_dir, objective),
+        args=training_arguments(config, run_dir, objective, progress=progress),
         train_dataset=train_dataset,
     )
     # the newest checkpoint holding everything this run's resume reads (its rollout state included), or none
     trainer.train(resume_from_checkpoint=trainer.last_complete_checkpoint())
-    trainer.save_model()
-    trainer.create_model_card()
-    _write_log_history(trainer, head_dir)
+    trainer.save_model(str(head_dir))
+    _write_log_history(trainer, run_dir)
     return head_dir
 
 
@@ -164,6 +175,31 @@ def train_lora(config: ReproduceConfig, train_dataset, lora_dir: Path) -> Path:
     return lora_dir
 
 
+def write_evaluated_cards(config: ReproduceConfig, paths: RunPaths, results: Any, base_num_parameters: int) -> None:
+    """Rewrite both heads' cards with their test results and the settings they were measured with."""
+    from ..hub.model_card import write_head_card
+    from ..trainer.grpo_trainer import training_config_yaml
+
+    settings = {
+        "dataset": "arithmetic (held-out test problems)",
+        "problems": config.n_test,
+        "samples": config.n_samples,
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": 1.0,
+        "GLOBAL-T* grid": ", ".join(f"{t:g}" for t in config.temperatures),
+        "seed": config.seed,
+    }
+    for key, objective in (("pass1", "pass@1"), ("passk", "pass@k")):
+        metrics = {  # value [95% bootstrap CI]; k is the number of samples
+            name.replace("@k", f"@{config.n_samples}").replace("/k", f"/{config.n_samples}"): f"{value:.3f}"
+            for name, value in results[HEAD_POLICY_NAMES[key]].metrics.items()
+        }
+        args = training_arguments(config, paths.training / key, objective)
+        write_head_card(
+            getattr(paths, key), base_num_parameters, metrics, settings, training_config_yaml(args, config.train_steps)
+        )
+
+
 # ------------------------------------------------------------------------------------------------------- stages
 @dataclass
 class _Stage:
@@ -189,6 +225,7 @@ def reproduce(
     overwrite: bool = False,
     command: str | None = None,
     on_stage: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Run every stage of the main job (skipping finished ones) and write the report.
 
@@ -198,6 +235,8 @@ def reproduce(
         command (`str`, *optional*): The command line, recorded in the report.
         on_stage (`Callable[[str], None]`, *optional*): Called with a line as each stage starts and ends (the CLI
             prints them); default: the module's logger at INFO level.
+        progress (`bool`, *optional*, defaults to `True`): tqdm bars with ETAs on stderr for training, evaluation
+            and analysis (also when stderr is a log file; see :mod:`logitmlp_hf.progress`).
 
     Returns:
         `Path`: ``results.md``.
@@ -215,7 +254,6 @@ def reproduce(
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     paths = RunPaths(root)
-    progress = sys.stderr.isatty()
     say = on_stage or logger.info
     head_weights = decoding_head_type("logitmlp").weights_name
     (root / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1), encoding="utf-8")
@@ -227,7 +265,9 @@ def reproduce(
         return DecodingPolicy(name=HEAD_POLICY_NAMES[key], kind="head", head=str(getattr(paths, key)))
 
     def stage_train(key: str, objective: str) -> Callable[[], None]:
-        return lambda: train_head(config, EMBEDDED_MODEL_ID, train, objective, getattr(paths, key))
+        return lambda: train_head(
+            config, EMBEDDED_MODEL_ID, train, objective, getattr(paths, key), paths.training / key, progress
+        )
 
     def stage_sweep() -> None:
         base, tokenizer = load_embedded_model()
@@ -245,7 +285,7 @@ def reproduce(
 
     def stage_eval() -> None:
         base, tokenizer = load_embedded_model()
-        evaluate(
+        results = evaluate(
             base,
             tokenizer,
             test,
@@ -254,6 +294,7 @@ def reproduce(
             results_path=paths.eval,
             **_evaluate_kwargs(config, progress),
         )
+        write_evaluated_cards(config, paths, results, sum(p.numel() for p in base.parameters()))
 
     def stage_analyze() -> None:
         from ..analysis.per_token import analyze_rollouts, load_rollouts
@@ -269,7 +310,7 @@ def reproduce(
                 for r in rollouts
                 if r.get("policy") == HEAD_POLICY_NAMES[key] and r["problem_id"] < config.n_analysis_problems
             ]
-            analysis = analyze_rollouts(model, tokenizer, own)
+            analysis = analyze_rollouts(model, tokenizer, own, progress=progress)
             write_report(
                 analysis,
                 tokenizer,
@@ -282,7 +323,7 @@ def reproduce(
         train_lora(config, train, paths.lora)
 
     def stage_lora_head() -> None:
-        train_head(config, str(paths.lora), train, "pass@k", paths.lora_head)
+        train_head(config, str(paths.lora), train, "pass@k", paths.lora_head, paths.training / "lora-head", progress)
 
     def stage_lora_eval() -> None:
         from transformers import AutoTokenizer

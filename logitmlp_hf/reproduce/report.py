@@ -129,7 +129,8 @@ def plot_training_curves(curves: Mapping[str, list[tuple[int, float]]], path: Pa
     ax.set_ylabel("rollout reward")
     ax.set_title("training reward per step (batch after dynamic sampling)", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no training logs (e.g. a report of results alone): no legend
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
@@ -236,10 +237,10 @@ def write_results(
         title=f"best@{k} vs best@1 on {config.n_test} held-out problems",
         other_sweeps={"LoRA GRPO": lora_sweep} if lora_sweep else None,
     )
-    curves = {HEAD_POLICY_NAMES[key]: _reward_curve(getattr(paths, key)) for key in ("pass1", "passk")}
+    curves = {HEAD_POLICY_NAMES[key]: _reward_curve(paths.training / key) for key in ("pass1", "passk")}
     if lora is not None:
         curves[LORA_NAME] = _reward_curve(paths.lora)
-        curves[STACKED_NAME] = _reward_curve(paths.lora_head)
+        curves[STACKED_NAME] = _reward_curve(paths.training / "lora-head")
     plot_training_curves(curves, plots / "training_reward.png")
     analyses = {}
     for key in ("pass1", "passk"):

@@ -38,6 +38,26 @@ class MetricsToProgressBar(ProgressCallback):
                 self.training_bar.set_postfix(shown, refresh=False)
 
 
+class NoneScalarNoticeFilter(logging.Filter):
+    """Drops transformers' TensorBoard notice about a ``None`` metric, and only that notice.
+
+    TRL logs ``None`` for a metric that has no value in a step (e.g. ``clip_ratio/low_min`` when every completion of
+    the batch is masked out, as when dynamic sampling found no group with a learning signal). TensorBoard cannot
+    plot it, and transformers' callback says so at WARNING for every such key at every step. The value stays
+    ``None`` in ``trainer.state.log_history``; any other value of a wrong type is still reported.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102 - see the class docstring
+        return not str(record.msg).startswith('Trainer is attempting to log a value of "None" ')
+
+
+def quiet_none_scalar_notices() -> None:
+    """Install :class:`NoneScalarNoticeFilter` on the logger of transformers' reporting callbacks (once)."""
+    target = logging.getLogger("transformers.integrations.integration_utils")
+    if not any(isinstance(f, NoneScalarNoticeFilter) for f in target.filters):
+        target.addFilter(NoneScalarNoticeFilter())
+
+
 class MetricsToLogger(TrainerCallback):
     """``PrinterCallback``'s job (``disable_tqdm=True``) done through the logger."""
 
@@ -46,4 +66,4 @@ class MetricsToLogger(TrainerCallback):
             logger.info("step %d: %s", state.global_step, _compact(logs))
 
 
-__all__ = ["MetricsToLogger", "MetricsToProgressBar"]
+__all__ = ["MetricsToLogger", "MetricsToProgressBar", "NoneScalarNoticeFilter", "quiet_none_scalar_notices"]

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 import torch
+from transformers import TrainingArguments
 from trl import GRPOConfig
 
 from ..heads.configuration import OBJECTIVES
@@ -25,6 +26,7 @@ class DecodingHeadGRPOConfig(GRPOConfig):
       leave it at its near-identity init.
     - ``gradient_checkpointing=False``: the base is frozen and never back-propagated through.
     - ``bf16``: on only where a CUDA device supports it (CPU bf16 autocast is slower and changes the numerics).
+    - ``dataloader_pin_memory``: off without an accelerator (nothing to pin to; torch would warn every epoch).
     - ``temperature=1.0`` and no top-k/top-p/min-p: the warp *is* the sampling rule, and TRL's policy log-probs
       ignore truncation, so any truncation would make the rollouts off-policy.
 
@@ -100,7 +102,11 @@ class DecodingHeadGRPOConfig(GRPOConfig):
     loss_type: str = field(default="dapo", metadata={"help": "TRL loss type; DAPO's token-level aggregation."})
     epsilon_high: float | None = field(default=0.28, metadata={"help": "Upper clip range (DAPO's clip-higher)."})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient; head-only training supports only 0."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Must stay off: the base is frozen."})
+    # None, not False: TRL's default is True, and transformers >= 5.20 (where this is a deprecated alias of
+    # `activation_checkpointing`) warns about any value set here; None lets it resolve to off silently.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Must stay off: the base is frozen (default: off)."}
+    )
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on with bf16 CUDA."})
     temperature: float = field(
         default=1.0,
@@ -113,6 +119,11 @@ class DecodingHeadGRPOConfig(GRPOConfig):
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        has_accelerator = getattr(getattr(torch, "accelerator", None), "is_available", torch.cuda.is_available)
+        if self.dataloader_pin_memory and not has_accelerator():
+            self.dataloader_pin_memory = False  # nothing to pin to; torch warns at every epoch's first batch
+        if self.gradient_checkpointing is None and not hasattr(TrainingArguments, "activation_checkpointing"):
+            self.gradient_checkpointing = False  # transformers < 5.20 has no alias to resolve it
         super().__post_init__()
         if isinstance(self.head_config, str):
             self.head_config = json.loads(self.head_config)

@@ -30,6 +30,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sized
 from typing import Any
 
@@ -49,7 +50,7 @@ from ..hub.base_loading import load_base_model, resolve_model_path, unwrap_causa
 from ..hub.head_repo import load_head_state_dict
 from ..modeling import DecodingHeadForCausalLM
 from .advantages import pass_at_k, passk_advantages
-from .callbacks import MetricsToLogger, MetricsToProgressBar
+from .callbacks import MetricsToLogger, MetricsToProgressBar, quiet_none_scalar_notices
 from .checkpoints import (
     OPTIMIZER_NAME,
     SCHEDULER_NAME,
@@ -65,8 +66,6 @@ logger = logging.getLogger(__name__)
 
 # Keys of TRL's rollout dict whose dim 1 is left-padded (prompts); every other 2-D+ tensor is right-padded.
 _LEFT_PADDED = ("prompt_ids", "prompt_mask")
-# Card metrics picked from the last logged values.
-_CARD_METRICS = ("reward", "reward_std", "warp/kl_to_base", "warp/entropy", "entropy", "frac_reward_zero_std")
 
 
 class DecodingHeadGRPOTrainer(GRPOTrainer):
@@ -175,6 +174,12 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
             )
         model.config.objective = args.objective
         model.config.pass_k = args.pass_k if args.objective == "pass@k" else None
+        # Trainer aligns the model config's special-token ids with the tokenizer's and warns about each one it
+        # changes; the wrapper's config has none of its own, so it gets the base's (the ones it generates with).
+        base_config = unwrap_causal_lm(model.get_base_model()).config.get_text_config()
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(model.config, name, None) is None:
+                setattr(model.config, name, getattr(base_config, name, None))
         if processing_class is None:
             base_name = unwrap_causal_lm(model.get_base_model()).name_or_path
             processing_class = AutoTokenizer.from_pretrained(resolve_model_path(base_name), padding_side="left")
@@ -214,6 +219,7 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         # TRL replaces model.forward by a fused LM-head forward that returns log-probs of the plain base
         # (trl/trainer/utils.py add_fused_lm_head); it is an instance attribute, so removing it restores ours.
         self.model.__dict__.pop("forward", None)
+        quiet_none_scalar_notices()
         if not args.print_metrics:  # per-step dicts to the logger and report backends, not stdout
             if self.pop_callback(ProgressCallback) is not None:
                 self.add_callback(MetricsToProgressBar())
@@ -362,7 +368,15 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
     def _rollout(self, inputs: list[dict[str, Any]], mode: str, log: bool = True) -> dict[str, Any]:
         """TRL's rollout, then the cache, the objective's advantages and the warp's metrics."""
         self._rollout_cache = None
-        with self.model.record_generation_features() as self._generation_record:
+        with self.model.record_generation_features() as self._generation_record, warnings.catch_warnings():
+            # TRL 1.16 reads `model.is_gradient_checkpointing` here, which transformers >= 5.20 deprecates with a
+            # FutureWarning on every rollout; no argument avoids the read, so only that warning is dropped, here.
+            warnings.filterwarnings(
+                "ignore",
+                message="`is_gradient_checkpointing` is deprecated",
+                category=FutureWarning,
+                module="transformers.modeling_utils",
+            )
             out = super()._generate_and_score_completions(inputs)
         group = self.num_generations if mode == "train" else self.num_generations_eval
         rewards = self._weighted_rewards(self._gathered_rewards)
@@ -666,47 +680,33 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
     def _load_best_model(self) -> None:
         self._load_from_checkpoint(self.state.best_model_checkpoint)
 
-    def _final_metrics(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for entry in self.state.log_history:
-            for key, value in entry.items():
-                if key in _CARD_METRICS or key.startswith("pass@"):
-                    metrics[key] = round(float(value), 4)
-        metrics["train steps"] = self.state.global_step
-        return metrics
-
     def _training_config_yaml(self) -> str:
-        keys = (
-            "objective",
-            "pass_k",
-            "learning_rate",
-            "num_generations",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "max_completion_length",
-            "temperature",
-            "epsilon",
-            "epsilon_high",
-            "loss_type",
-            "scale_rewards",
-            "dynamic_sampling",
-            "max_steps",
-            "num_train_epochs",
-            "seed",
+        return training_config_yaml(self.args, self.state.global_step)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Write a head-only repo (config, head weights, card with the run's config): what ``save_model`` and each
+        checkpoint hold of the model. Not the tokenizer (the head uses its base's, which the config names) nor
+        ``training_args.bin`` (a pickle; the card carries the run's config). Checkpoints get the optimizer,
+        scheduler, RNG and trainer state from Trainer beside it."""
+        if not self.args.should_save:
+            return
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        logger.info("Saving the head to %s", output_dir)
+        self.accelerator.unwrap_model(self.model).save_pretrained(
+            output_dir, training_config=self._training_config_yaml(), repo_id=self.args.hub_model_id
         )
-        values = {k: getattr(self.args, k) for k in keys}
-        if self.args.objective != "pass@k":
-            del values["pass_k"]
-        return yaml.safe_dump(values, sort_keys=False)
 
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
     ) -> None:
-        """Write the head's card (not TRL's generic one) to ``output_dir/README.md``."""
+        """Write the head's card (not TRL's generic one) to ``output_dir/README.md``: the run's config; no results
+        (training logs are not an evaluation; :meth:`~logitmlp_hf.DecodingHeadForCausalLM.save_pretrained` with
+        ``metrics`` and ``evaluation_settings`` adds them)."""
         if not self.is_world_process_zero():
             return
         card = self.accelerator.unwrap_model(self.model).model_card(
-            metrics=self._final_metrics(), training_config=self._training_config_yaml(), repo_id=self.args.hub_model_id
+            training_config=self._training_config_yaml(), repo_id=self.args.hub_model_id
         )
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(os.path.join(self.args.output_dir, "README.md"))
@@ -719,7 +719,8 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         revision: str | None = None,
         **kwargs: Any,
     ):
-        """Push the trained head as a head-only repo, its card filled with the run's config and final metrics."""
+        """Push the trained head as a head-only repo, its card filled with the run's config (results come from an
+        evaluation: ``model.push_to_hub(..., metrics=..., evaluation_settings=...)``)."""
         if not self.is_world_process_zero():
             return None
         repo_id = self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
@@ -729,7 +730,6 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
             token=token or self.args.hub_token,
             revision=revision or self.args.hub_revision,
             private=self.args.hub_private_repo,
-            metrics=self._final_metrics(),
             training_config=self._training_config_yaml(),
         )
 
@@ -750,6 +750,36 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         )
 
 
+# What a head's card shows of its training run's config.
+_CARD_CONFIG_KEYS = (
+    "objective",
+    "pass_k",
+    "learning_rate",
+    "num_generations",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_completion_length",
+    "temperature",
+    "epsilon",
+    "epsilon_high",
+    "loss_type",
+    "scale_rewards",
+    "dynamic_sampling",
+    "max_steps",
+    "num_train_epochs",
+    "seed",
+)
+
+
+def training_config_yaml(args: DecodingHeadGRPOConfig, trained_steps: int) -> str:
+    """The YAML a head's card shows under "Training": the run's main settings and the steps it trained."""
+    values = {k: getattr(args, k) for k in _CARD_CONFIG_KEYS}
+    if args.objective != "pass@k":
+        del values["pass_k"]
+    values["trained_steps"] = trained_steps
+    return yaml.safe_dump(values, sort_keys=False)
+
+
 class _EpochSeededRepeatSampler(RepeatSampler):
     """TRL's `RepeatSampler` whose permutation depends only on the epoch (see ``_get_train_sampler``)."""
 
@@ -762,4 +792,4 @@ class _EpochSeededRepeatSampler(RepeatSampler):
 # The first head type's name for it, kept for existing code and recipes; it trains every trainable head type.
 LogitMLPGRPOTrainer = DecodingHeadGRPOTrainer
 
-__all__ = ["DecodingHeadGRPOTrainer", "LogitMLPGRPOTrainer"]
+__all__ = ["DecodingHeadGRPOTrainer", "LogitMLPGRPOTrainer", "training_config_yaml"]

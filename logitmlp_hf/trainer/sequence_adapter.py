@@ -23,21 +23,26 @@ from ..heads.sequence_adapter.modeling import SequenceAdapterConfig, SequenceAda
 from ..heads.sequence_adapter.strategy_pool import SamplingStrategy, greedy_coverage_selection, reward_table
 from ..hub.base_loading import base_dimensions, unwrap_causal_lm
 from ..modeling import DecodingHeadForCausalLM
+from ..progress import progress_bar
 
 
 logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def prompt_embeddings(model: nn.Module, tokenizer: Any, dataset: Any, batch_size: int = 16) -> torch.Tensor:
+def prompt_embeddings(
+    model: nn.Module, tokenizer: Any, dataset: Any, batch_size: int = 16, progress: bool = True
+) -> torch.Tensor:
     """The final hidden state at each prompt's last token, as ``generate``'s first step computes it: left-padded,
-    position ids from the attention mask, chat template applied (as :func:`~logitmlp_hf.evaluation.runner.evaluate`)."""
+    position ids from the attention mask, chat template applied (as :func:`~logitmlp_hf.evaluation.runner.evaluate`).
+    ``progress`` shows a tqdm bar (prompts) on stderr."""
     lm = unwrap_causal_lm(model.get_base_model() if isinstance(model, DecodingHeadForCausalLM) else model)
     ids = prompt_token_ids(tokenizer, dataset)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = lm.get_output_embeddings().weight.device
     captured: list[torch.Tensor] = []
     handle = lm.get_output_embeddings().register_forward_pre_hook(lambda m, a: captured.append(a[0][:, -1]))
+    bar = progress_bar(total=len(ids), desc="embed prompts", unit="prompt", disable=not progress)
     try:
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
@@ -49,8 +54,10 @@ def prompt_embeddings(model: nn.Module, tokenizer: Any, dataset: Any, batch_size
                 logits_to_keep=1,
                 use_cache=False,
             )
+            bar.update(len(chunk))
     finally:
         handle.remove()
+        bar.close()
     return torch.cat(captured).float().cpu()
 
 
@@ -98,6 +105,7 @@ def fit_sequence_adapter(
     head_hidden_size: int = 128,
     seed: int = 0,
     eval_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> SequenceAdapterFit:
     """Select the action set on ``validation_dataset`` and train the bandit on ``train_dataset``.
 
@@ -107,6 +115,9 @@ def fit_sequence_adapter(
     3. The selected strategies are sampled on the training problems; their per-problem pass@k at each budget is the
        bandit's environment, and the prompt embeddings its contexts.
     4. :func:`~logitmlp_hf.heads.sequence_adapter.contextual_bandit.train_bandit` trains the bandit from bandit feedback.
+
+    ``progress`` shows tqdm bars with ETAs on stderr for steps 1, 3 and the prompt embeddings (the bandit's
+    training takes seconds).
 
     Returns:
         :class:`SequenceAdapterFit` whose ``model`` is the adapter on ``base`` (save it with ``save_pretrained``).
@@ -120,7 +131,7 @@ def fit_sequence_adapter(
         "n_samples": n_samples,
         "seed": seed,
         "max_new_tokens": max_new_tokens,
-        "progress": False,
+        "progress": progress,
         **(eval_kwargs or {}),
     }
     pool = list(pool)
@@ -133,7 +144,7 @@ def fit_sequence_adapter(
 
     training = evaluate(base, tokenizer, train_dataset, [s.to_policy_string() for s in selected], **kwargs)
     rewards = torch.tensor(_strategy_rewards(training, budgets), dtype=torch.float32)
-    embeddings = prompt_embeddings(base, tokenizer, train_dataset)
+    embeddings = prompt_embeddings(base, tokenizer, train_dataset, progress=progress)
     hidden, vocab = base_dimensions(base)
     config = SequenceAdapterConfig(
         hidden_size=hidden,

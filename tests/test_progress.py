@@ -1,0 +1,49 @@
+"""Long library work shows a tqdm bar with an ETA on stderr (also when stderr is not a terminal), can be switched
+off, and prints nothing to stdout."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from conftest import char_tokenizer, tiny_llama
+from test_analysis import _model, _rollouts
+from test_evaluation import stub_dataset
+
+from logitmlp_hf.analysis.per_token import analyze_rollouts
+from logitmlp_hf.evaluation.runner import evaluate
+from logitmlp_hf.progress import NON_TTY_MININTERVAL, progress_bar
+from logitmlp_hf.trainer.sequence_adapter import prompt_embeddings
+
+
+# tqdm's final state: "<desc>: 100%|█████| n/n [elapsed<remaining, rate]"
+def _final_bar(desc: str, n: int) -> re.Pattern:
+    return re.compile(rf"{desc}: 100%\|[^|]*\| {n}/{n} \[\d\d:\d\d<\d\d:\d\d")
+
+
+def test_analysis_shows_its_bar_on_stderr_only(capsys):
+    tokenizer = char_tokenizer()
+    rollouts = _rollouts(tokenizer)
+    analyze_rollouts(_model(), tokenizer, rollouts, batch_size=2)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert _final_bar("analyze", len(rollouts)).search(err), err
+    analyze_rollouts(_model(), tokenizer, rollouts, batch_size=2, progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_evaluation_and_prompt_embeddings_show_their_bars(capsys):
+    evaluate(tiny_llama(), char_tokenizer(), stub_dataset(4), ["temperature:1.0"], n_samples=2, max_new_tokens=3)
+    prompt_embeddings(tiny_llama(), char_tokenizer(), stub_dataset(3), batch_size=2)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert _final_bar("evaluate", 4).search(err) and _final_bar("embed prompts", 3).search(err), err
+
+
+def test_bar_off_a_terminal_writes_a_state_at_most_every_few_seconds(capsys):
+    assert not sys.stderr.isatty()  # captured: like a log file or CI
+    with progress_bar(total=3, desc="x") as bar:
+        assert bar.mininterval == NON_TTY_MININTERVAL <= 30
+        for _ in range(3):
+            bar.update()
+    assert _final_bar("x", 3).search(capsys.readouterr().err)
