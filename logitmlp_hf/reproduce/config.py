@@ -76,6 +76,7 @@ class ReproduceConfig:
             max_new_tokens=24,
             train_steps=2,
             num_generations=4,
+            pass_k=2,  # below the group size: k = group size would give all-zero pass@k advantages
             eval_batch_size=8,
             n_resamples=200,
             n_analysis_problems=4,
