@@ -410,3 +410,17 @@ def test_step_metrics_go_to_the_logger_not_stdout(tmp_path, capsys, caplog, disa
     loud.train()
     captured = capsys.readouterr()
     assert "'reward'" in captured.out + captured.err
+
+
+def test_resuming_a_finished_run_does_not_train_further(tmp_path):
+    # Trainer skips the trained batches and then runs one more step before its max_steps check; a finished run
+    # resumed (e.g. the main job rerun after its last stage) must come back as the same head at the same step.
+    first = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    first.train()
+    finished = {n: p.detach().clone() for n, p in first.model.decoding_head.named_parameters()}
+    again = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == 2
+    assert not (tmp_path / "out" / "checkpoint-3").exists()
+    for name, param in again.model.decoding_head.named_parameters():
+        assert torch.equal(param, finished[name]), name

@@ -37,7 +37,9 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from transformers import AutoTokenizer, PrinterCallback, ProgressCallback, set_seed
+from transformers import AutoTokenizer, PrinterCallback, ProgressCallback, TrainerState, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import TrainOutput
 from trl import GRPOTrainer
 from trl.rewards import get_soft_overlong_punishment
 from trl.trainer.utils import RepeatSampler
@@ -583,6 +585,21 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                     resume_from_checkpoint,
                     ", ".join(missing),
                 )
+        if resume_from_checkpoint is not None and self.args.max_steps > 0:
+            state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+            if state.global_step >= self.args.max_steps:
+                # Trainer would skip the trained batches and then run one more step (its max_steps check comes after
+                # a step): resuming a finished run must give the finished head, not a head trained one step further.
+                logger.info(
+                    "%s is at step %d of max_steps=%d: loading it without training",
+                    resume_from_checkpoint,
+                    state.global_step,
+                    self.args.max_steps,
+                )
+                self._load_from_checkpoint(resume_from_checkpoint)
+                self.state = state
+                losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+                return TrainOutput(state.global_step, losses[-1] if losses else 0.0, {})
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _get_train_sampler(self, dataset: Any = None) -> Any:
