@@ -153,3 +153,14 @@ def test_cli_reports_bad_input_as_a_message_with_exit_status_2(tmp_path, capsys)
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("logitmlp analyze: error: ") and "Traceback" not in err
     assert str(rollouts) in err
+
+
+def test_pyproject_lists_every_subpackage():
+    # a package missing from the list is left out of a built wheel (an editable install would not notice)
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")} | {
+        "logitmlp_hf.model_cards"
+    }
+    assert listed == on_disk
