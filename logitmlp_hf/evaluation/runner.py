@@ -4,9 +4,12 @@ A *decoding policy* is the base model at a fixed temperature (optionally with to
 or a baseline logits processor (``logitmlp_hf.evaluation.baselines``). [`evaluate`] samples every policy on the same problems
 and reports the metrics of [`~logitmlp_hf.evaluation.metrics.compute_metrics`] with bootstrap confidence intervals.
 
-Sampling is batched (many problems × ``n`` samples per ``generate`` call, left-padded) and reproducible independently
+Sampling is batched (many problems × ``n`` samples per decoding call, left-padded) and reproducible independently
 of the batch size: every sample draws its token noise from its own generator seeded by ``(seed, problem_id,
-sample)``. Technically ``generate`` runs in greedy mode and the last logits processor adds seeded Gumbel noise to the
+sample)``. Decoding is :func:`~logitmlp_hf.evaluation.sampler.sample_completions` (each problem prefilled once, its KV
+cache repeated to its ``n`` samples, finished rows dropped from the batch) for temperature policies and per-token
+heads, and the model's ``generate`` for baselines and heads that read a decoding context; both compute the same
+samples. Technically decoding runs in greedy mode and the last logits processor adds seeded Gumbel noise to the
 final (warped, temperature-scaled, truncated) scores, so the argmax is an exact sample from the same distribution that
 ``do_sample=True`` would draw from (the Gumbel-max trick), but with noise that does not depend on which other rows
 share the batch. The same ``(seed, problem, sample)`` noise is reused across policies (common random numbers), which
@@ -325,7 +328,7 @@ def evaluate(
         dataset (`datasets.Dataset`): Columns ``prompt`` (chat messages) or ``question``, and ``answer``.
         policies (`Iterable[DecodingPolicy | str]`): Policies or policy strings (see [`parse_policy`]).
         n_samples (`int`, *optional*, defaults to `8`): Samples per problem (the ``k`` of the metrics).
-        batch_size (`int`, *optional*, defaults to `8`): Problems per ``generate`` call (``batch_size × n_samples``
+        batch_size (`int`, *optional*, defaults to `8`): Problems per decoding call (``batch_size × n_samples``
             sequences). Does not change the samples (see the module docstring).
         seed (`int`, *optional*, defaults to `0`): Sampling seed; same seed, same samples.
         max_new_tokens (`int`, *optional*, defaults to `512`): Completion length limit.
