@@ -383,7 +383,16 @@ def test_evaluation_gives_a_head_policys_temperature_and_top_p_to_a_head_that_co
         seen.append((kwargs.get("user_rule"), [type(p).__name__ for p in kwargs["logits_processor"]]))
         return generate(self, *args, **kwargs)
 
+    import logitmlp_hf.evaluation.runner as runner
+
+    own_loop = runner.sample_completions
+
+    def spy_loop(*args, **kwargs):  # the evaluation's own decoding loop (greedy policies take it)
+        seen.append((None, [type(p).__name__ for p in kwargs["logits_processor"]]))
+        return own_loop(*args, **kwargs)
+
     monkeypatch.setattr(type(model), "generate", spy)
+    monkeypatch.setattr(runner, "sample_completions", spy_loop)
     policies = ["head::temperature=0.5,top_p=0.9,top_k=20", "head::temperature=0"]
     evaluate(model, char_tokenizer(), stub_dataset(2), policies, n_samples=2, max_new_tokens=3, progress=False)
     sampled = [s for s in seen if s[0] is not None]
