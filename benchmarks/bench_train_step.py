@@ -72,21 +72,28 @@ def make_rollouts(
         for _ in range(group)
     ]
     enc = tokenizer(texts, return_tensors="pt", padding=True)
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    with model.record_generation_features(model.decoding_head.logit_summary_layout()) as record:
-        seqs = model.generate(
-            **enc, do_sample=True, max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=tokenizer.pad_token_id
-        )
-    completion = seqs[:, enc["input_ids"].shape[1] :]
-    hidden, features = record.completion_features(*completion.shape)
-    summaries = record.completion_summaries(*completion.shape)
-    rollout_s = time.perf_counter() - start
+    seconds = []
+    for layout in (None, model.decoding_head.logit_summary_layout()):  # the exact path's rollout, then the default's
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        with model.record_generation_features(layout) as record:
+            seqs = model.generate(
+                **enc,
+                do_sample=True,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        completion = seqs[:, enc["input_ids"].shape[1] :]
+        hidden, features = record.completion_features(*completion.shape)
+        summaries = record.completion_summaries(*completion.shape)
+        seconds.append(time.perf_counter() - start)
+    plain_rollout_s, rollout_s = seconds
     start = time.perf_counter()
     texts_out = tokenizer.batch_decode(completion, skip_special_tokens=True)
     MathVerifyReward()(completions=texts_out, answer=[str(10 * i + 6) for i in range(n_prompts) for _ in range(group)])
     if timings is not None:
-        timings.update(rollout_s=rollout_s, reward_s=time.perf_counter() - start)
+        timings.update(rollout_s=rollout_s, plain_rollout_s=plain_rollout_s, reward_s=time.perf_counter() - start)
     rewards = torch.tensor([float(i % 2) for i in range(len(texts))])  # half right per group: every group has signal
     advantages = (rewards.view(-1, group) - rewards.view(-1, group).mean(1, keepdim=True)).view(-1)
     mask = torch.ones_like(completion)
@@ -197,9 +204,11 @@ def main() -> None:
     t_exact = results["LogitMLP head, exact chunked"][0]
     t_lora, t_full = results["TRL GRPO + LoRA r=16 (all linear)"][0], results["TRL GRPO full-parameter"][0]
     whole = timings["rollout_s"] + timings["reward_s"] + t_head
+    whole_exact = timings["plain_rollout_s"] + timings["reward_s"] + t_exact
     print(
-        f"\nwhole head step: rollout {timings['rollout_s']:.2f} s (features and summaries recorded) + reward "
-        f"{timings['reward_s']:.2f} s + update {t_head:.3f} s; the exact update would be {t_exact:.3f} s"
+        f"\nwhole head step, default: rollout {timings['rollout_s']:.2f} s (features and summaries recorded) + reward "
+        f"{timings['reward_s']:.2f} s + update {t_head:.3f} s = {whole:.2f} s; exact path: rollout "
+        f"{timings['plain_rollout_s']:.2f} s (features only) + reward + update {t_exact:.3f} s = {whole_exact:.2f} s"
     )
     width, d = LogitSummaryLayout().width, batch["logitmlp_hidden"].shape[-1]
     print(f"RESULT speedup_vs_trl_lora={t_lora / t_head:.2f}")
@@ -209,6 +218,8 @@ def main() -> None:
     print(f"RESULT peak_mem_mb={results['LogitMLP head, summaries (default)'][2]:.0f}")
     print(f"RESULT summary_floats_per_token={width} (hidden state: {d})")
     print(f"RESULT update_share_of_step={t_head / whole:.4f}")
+    print(f"RESULT update_share_of_step_exact={t_exact / whole_exact:.4f}")
+    print(f"RESULT summary_rollout_overhead={timings['rollout_s'] / timings['plain_rollout_s'] - 1:.4f}")
 
 
 if __name__ == "__main__":

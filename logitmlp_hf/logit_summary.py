@@ -108,28 +108,36 @@ def summarize_logits(
     top_depth = top[:, k - 1].clamp(max=tail_depth)
     edges = _bin_edges(layout, row_std, top_depth, tail_depth)
     centre = 0.5 * (edges[:, :-1] + edges[:, 1:])
-    moments = torch.zeros(rows, layout.MOMENTS, layout.num_bins, dtype=torch.float32, device=x.device)
+    # Bin 0 of the accumulator is a bin for tokens shallower than the k-th (the top-k, kept exactly) and for -inf
+    # entries; it is dropped. Real bins are 1..num_bins.
+    moments = torch.zeros(rows, layout.MOMENTS, layout.num_bins + 1, dtype=torch.float32, device=x.device)
     if k < vocab:
         # Bin index by arithmetic on the two pieces (cheaper than a search over the edges): linear in the band,
-        # logarithmic below it. Every token at or below the k-th depth goes to a bin; those of the top-k that tie
-        # with the k-th are taken out again below (they sit at depth x0 exactly, in bin 0), so ties count once.
+        # logarithmic below it, each a few in-place passes over the row. The top-k tokens that tie with the k-th
+        # land in the first real bin and are taken out again below, so ties count once.
         x0, x1, x2 = edges[:, :1], edges[:, layout.band_bins : layout.band_bins + 1], edges[:, -1:]
-        index = torch.addcmul(-x0 * (layout.band_bins / (x1 - x0)), x, layout.band_bins / (x1 - x0))
-        tail = x.clamp(min=1e-30).log_().sub_(x1.log()).mul_(layout.tail_bins / torch.log(x2 / x1))
-        index = torch.where(x < x1, index, tail.add_(layout.band_bins)).floor_().clamp_(0, layout.num_bins - 1)
+        scale = layout.band_bins / (x1 - x0)
+        index = torch.sub(x, x0).mul_(scale).add_(1)  # ties with the k-th: exactly 1
+        tail = torch.mul(x, 1 / x1).log_().mul_(layout.tail_bins / torch.log(x2 / x1)).add_(layout.band_bins + 1)
+        index = torch.where(x < x1, index, tail).floor_().clamp_(0, layout.num_bins)
+        if masked:
+            index = torch.where(finite, index, torch.zeros_like(index))
         index = index.long()
-        keep = x >= top_depth[:, None]
+        centre_or_zero = torch.cat((torch.zeros_like(centre[:, :1]), centre), dim=-1)
+        delta = centre_or_zero.gather(1, index)
+        torch.sub(x, delta, out=delta)
         if masked:
-            keep &= finite
-        delta = (x - centre.gather(1, index)).mul_(keep)
-        powers = torch.stack((keep.float(), delta, delta * delta, delta * delta * delta), dim=1)
-        if masked:
-            powers = torch.where(keep[:, None], powers, torch.zeros_like(powers))
-        moments.scatter_add_(2, index[:, None].expand(-1, layout.MOMENTS, -1), powers)
+            delta = torch.where(finite, delta, torch.zeros_like(delta))
+        moments[:, 0].scatter_add_(1, index, torch.ones((), device=x.device).expand(rows, vocab))
+        moments[:, 1].scatter_add_(1, index, delta)
+        power = delta * delta
+        moments[:, 2].scatter_add_(1, index, power)
+        moments[:, 3].scatter_add_(1, index, power.mul_(delta))
         ties = (top[:, :k] == top_depth[:, None]).sum(-1).float()
         d0 = top_depth - centre[:, 0]
         for j in range(layout.MOMENTS):
-            moments[:, j, 0] -= ties * d0**j
+            moments[:, j, 1] -= ties * d0**j
+    moments = moments[:, :, 1:]
     packed = torch.cat((top, tail_depth[:, None], moments.reshape(rows, -1)), dim=-1)
     return packed.reshape(*lead, layout.width)
 
