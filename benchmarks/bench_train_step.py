@@ -10,8 +10,14 @@ log-probs; gradient checkpointing off, its fastest setting); for the head it is 
     python benchmarks/bench_train_step.py
     python benchmarks/bench_train_step.py --completion-tokens 160 --repeats 3
 
-Prints a table and ``RESULT speedup_vs_trl_lora``, ``RESULT speedup_vs_trl_full`` (baseline time ÷ head time) and
-``RESULT peak_mem_mb`` (peak resident memory of the process during the head's step, model weights included).
+The head's step is timed on both of its paths: the default (``update_logprobs="auto"``: log-probs from the logit
+summaries recorded during generation, no vocabulary pass) and the exact chunked path (``update_logprobs="exact"``).
+
+Prints a table and ``RESULT speedup_vs_trl_lora``, ``RESULT speedup_vs_trl_full`` (baseline time ÷ the head's default
+step), the same for the exact path (``..._exact``), ``RESULT peak_mem_mb`` (peak resident memory of the process
+during the head's default step, model weights included), ``RESULT summary_floats_per_token`` (the summary's size
+beside the d floats of the hidden state) and ``RESULT update_share_of_step``: the update's share of a whole training
+step of the head (rollout with the features recorded + reward + update).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
 from logitmlp_hf.hub.offline_model import load_embedded_model
+from logitmlp_hf.logit_summary import LogitSummaryLayout
+from logitmlp_hf.tasks.rewards import MathVerifyReward
 
 
 class PeakRSS:
@@ -54,7 +62,9 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
 
 
-def make_rollouts(model: LogitMLPForCausalLM, tokenizer, n_prompts: int, group: int, tokens: int) -> dict:
+def make_rollouts(
+    model: LogitMLPForCausalLM, tokenizer, n_prompts: int, group: int, tokens: int, timings: dict | None = None
+) -> dict:
     prompts = [f"What is {3 * i + 4} + {7 * i + 2}?" for i in range(n_prompts)]
     texts = [
         tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
@@ -62,13 +72,28 @@ def make_rollouts(model: LogitMLPForCausalLM, tokenizer, n_prompts: int, group: 
         for _ in range(group)
     ]
     enc = tokenizer(texts, return_tensors="pt", padding=True)
-    torch.manual_seed(0)
-    with model.record_generation_features() as record:
-        seqs = model.generate(
-            **enc, do_sample=True, max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=tokenizer.pad_token_id
-        )
-    completion = seqs[:, enc["input_ids"].shape[1] :]
-    hidden, features = record.completion_features(*completion.shape)
+    seconds = []
+    for layout in (None, model.decoding_head.logit_summary_layout()):  # the exact path's rollout, then the default's
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        with model.record_generation_features(layout) as record:
+            seqs = model.generate(
+                **enc,
+                do_sample=True,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        completion = seqs[:, enc["input_ids"].shape[1] :]
+        hidden, features = record.completion_features(*completion.shape)
+        summaries = record.completion_summaries(*completion.shape)
+        seconds.append(time.perf_counter() - start)
+    plain_rollout_s, rollout_s = seconds
+    start = time.perf_counter()
+    texts_out = tokenizer.batch_decode(completion, skip_special_tokens=True)
+    MathVerifyReward()(completions=texts_out, answer=[str(10 * i + 6) for i in range(n_prompts) for _ in range(group)])
+    if timings is not None:
+        timings.update(rollout_s=rollout_s, plain_rollout_s=plain_rollout_s, reward_s=time.perf_counter() - start)
     rewards = torch.tensor([float(i % 2) for i in range(len(texts))])  # half right per group: every group has signal
     advantages = (rewards.view(-1, group) - rewards.view(-1, group).mean(1, keepdim=True)).view(-1)
     mask = torch.ones_like(completion)
@@ -81,6 +106,7 @@ def make_rollouts(model: LogitMLPForCausalLM, tokenizer, n_prompts: int, group: 
         "num_items_in_batch": mask.sum(),
         "logitmlp_hidden": hidden,
         "logitmlp_logit_features": features,
+        "logitmlp_logit_summary": summaries,
     }
 
 
@@ -133,22 +159,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         base, tokenizer = load_embedded_model()
         model = LogitMLPForCausalLM.from_base_model(base, init_std=0.02)
-        batch = make_rollouts(model, tokenizer, args.prompts, args.num_generations, args.completion_tokens)
+        timings: dict = {}
+        batch = make_rollouts(model, tokenizer, args.prompts, args.num_generations, args.completion_tokens, timings)
         n_tokens = int(batch["completion_mask"].sum())
         print(
             f"rollouts: {batch_size} sequences × {args.completion_tokens} completion tokens = {n_tokens} tokens, "
             f"SmolLM2-135M-Instruct fp32, torch {torch.__version__}, {torch.get_num_threads()} threads"
         )
 
-        head = LogitMLPGRPOTrainer(
-            model,
-            reward,
-            args=LogitMLPGRPOConfig(output_dir=out, **common),
-            train_dataset=dummy,
-            processing_class=tokenizer,
-        )
-        results["LogitMLP head (this package)"] = time_steps(head, batch, args.repeats)
-        del head
+        for name, path in [("LogitMLP head, summaries (default)", "auto"), ("LogitMLP head, exact chunked", "exact")]:
+            head = LogitMLPGRPOTrainer(
+                model,
+                reward,
+                args=LogitMLPGRPOConfig(output_dir=out, update_logprobs=path, **common),
+                train_dataset=dummy,
+                processing_class=tokenizer,
+            )
+            head_batch = batch if path == "auto" else {k: v for k, v in batch.items() if k != "logitmlp_logit_summary"}
+            results[name] = time_steps(head, head_batch, args.repeats)
+            del head
 
         for name, peft_config in [
             ("TRL GRPO + LoRA r=16 (all linear)", LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")),
@@ -171,10 +200,26 @@ def main() -> None:
     print(f"\n{'trainer':<38} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12} {'+MB in step':>12}")
     for name, (seconds, before, peak) in results.items():
         print(f"{name:<38} {seconds:>8.3f} {n_tokens / seconds:>9.0f} {peak:>12.0f} {peak - before:>12.0f}")
-    t_head = results["LogitMLP head (this package)"][0]
-    print(f"RESULT speedup_vs_trl_lora={results['TRL GRPO + LoRA r=16 (all linear)'][0] / t_head:.2f}")
-    print(f"RESULT speedup_vs_trl_full={results['TRL GRPO full-parameter'][0] / t_head:.2f}")
-    print(f"RESULT peak_mem_mb={results['LogitMLP head (this package)'][2]:.0f}")
+    t_head = results["LogitMLP head, summaries (default)"][0]
+    t_exact = results["LogitMLP head, exact chunked"][0]
+    t_lora, t_full = results["TRL GRPO + LoRA r=16 (all linear)"][0], results["TRL GRPO full-parameter"][0]
+    whole = timings["rollout_s"] + timings["reward_s"] + t_head
+    whole_exact = timings["plain_rollout_s"] + timings["reward_s"] + t_exact
+    print(
+        f"\nwhole head step, default: rollout {timings['rollout_s']:.2f} s (features and summaries recorded) + reward "
+        f"{timings['reward_s']:.2f} s + update {t_head:.3f} s = {whole:.2f} s; exact path: rollout "
+        f"{timings['plain_rollout_s']:.2f} s (features only) + reward + update {t_exact:.3f} s = {whole_exact:.2f} s"
+    )
+    width, d = LogitSummaryLayout().width, batch["logitmlp_hidden"].shape[-1]
+    print(f"RESULT speedup_vs_trl_lora={t_lora / t_head:.2f}")
+    print(f"RESULT speedup_vs_trl_full={t_full / t_head:.2f}")
+    print(f"RESULT speedup_vs_trl_lora_exact={t_lora / t_exact:.2f}")
+    print(f"RESULT speedup_vs_trl_full_exact={t_full / t_exact:.2f}")
+    print(f"RESULT peak_mem_mb={results['LogitMLP head, summaries (default)'][2]:.0f}")
+    print(f"RESULT summary_floats_per_token={width} (hidden state: {d})")
+    print(f"RESULT update_share_of_step={t_head / whole:.4f}")
+    print(f"RESULT update_share_of_step_exact={t_exact / whole_exact:.4f}")
+    print(f"RESULT summary_rollout_overhead={timings['rollout_s'] / timings['plain_rollout_s'] - 1:.4f}")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,20 @@ class Unembedding:
         softcap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
         return cls(weight=weight.detach(), bias=None if out.bias is None else out.bias.detach(), softcap=softcap)
 
+    def target_logits(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The logit of ``targets`` only, float32: one unembedding row per position instead of the vocabulary.
+
+        Accumulated in float32 and rounded to the hidden states' dtype, as the matrix product in :meth:`logits` does,
+        so a bf16 base gives the same bf16 logit (a product in bf16 itself would be off by up to an ulp, 0.125 at 30).
+        """
+        weight = self.weight[targets]
+        logits = torch.linalg.vecdot(hidden.float(), weight.float()).to(hidden.dtype).float()
+        if self.bias is not None:
+            logits = logits + self.bias.float()[targets]
+        if self.softcap:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.weight if self.weight.dtype == hidden.dtype else self.weight.to(hidden.dtype)
         logits = (hidden @ weight.T).float()

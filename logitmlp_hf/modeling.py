@@ -47,6 +47,7 @@ from .hub.base_loading import (
 )
 from .hub.head_repo import load_head_config, load_head_state_dict, save_head, split_hub_kwargs
 from .hub.model_card import render_model_card
+from .logit_summary import LogitSummaryLayout, summarize_logits
 from .sampling_rules import SamplingRule
 
 
@@ -94,15 +95,26 @@ class GenerationFeatureRecord:
     state that predicted the next token and its logit features (max, mean, std, log-sum-exp), so the update never
     has to run the base model again. Filled by :meth:`DecodingHeadForCausalLM.record_generation_features`."""
 
-    def __init__(self) -> None:
+    def __init__(self, logit_summary: LogitSummaryLayout | None = None) -> None:
         self.hidden: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
+        self.summaries: list[torch.Tensor] = []
+        self.logit_summary = logit_summary
         self.generate_calls = 0
 
     def add(self, hidden: torch.Tensor, logits: torch.Tensor, stats: LogitStatistics) -> None:
         last = LogitStatistics(*(t[:, -1] for t in stats))
         self.hidden.append(hidden[:, -1].detach())
         self.features.append(LogitFeatures.from_logits(logits[:, -1], last).pack())
+        if self.logit_summary is not None:
+            self.summaries.append(summarize_logits(logits[:, -1], last.max, last.std, self.logit_summary))
+
+    def completion_summaries(self, batch_size: int, length: int) -> torch.Tensor | None:
+        """Logit summaries ``(B, length, width)`` of the first ``length`` generated tokens (when the record was asked
+        for them and describes one ``generate`` call of ``batch_size`` sequences), else ``None``."""
+        if not self.summaries or self.completion_features(batch_size, length) is None:
+            return None
+        return torch.stack(self.summaries[:length], dim=1)
 
     def completion_features(self, batch_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(hidden (B, length, d), features (B, length, 4))`` for the first ``length`` generated tokens, or
@@ -330,10 +342,13 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         )
 
     @contextlib.contextmanager
-    def record_generation_features(self) -> Iterator[GenerationFeatureRecord]:
+    def record_generation_features(
+        self, logit_summary: LogitSummaryLayout | None = None
+    ) -> Iterator[GenerationFeatureRecord]:
         """Within this context, ``generate`` records each step's hidden state and logit features (see
-        :class:`GenerationFeatureRecord`): the trainer's rollout cache, captured at no extra forward pass."""
-        record = GenerationFeatureRecord()
+        :class:`GenerationFeatureRecord`): the trainer's rollout cache, captured at no extra forward pass. With a
+        ``logit_summary`` layout it also records each step's logit summary (for the vocabulary-free update)."""
+        record = GenerationFeatureRecord(logit_summary)
         self._feature_record = record
         try:
             yield record
@@ -373,7 +388,8 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             cached_features (`dict`, *optional*):
                 The training path: ``hidden`` `(B, T, d)`, ``logit_features`` `(B, T, 4)` and ``targets`` `(B, T)`
                 cached from a rollout (see :func:`~logitmlp_hf.features.cache_features`), plus optional
-                ``temperature``, ``chunk_size`` and ``context``. The base model is not run; returns a
+                ``temperature``, ``chunk_size``, ``context`` and ``logit_summary`` (`(B, T, width)`, from
+                :meth:`record_generation_features`, for heads with a summary path). The base model is not run; returns a
                 :class:`DecodingPolicyOutput`. Going through ``forward`` keeps DDP's gradient synchronisation.
             kwargs: passed to the base model's forward (e.g. ``cache_position``, ``output_hidden_states``).
         """
@@ -435,6 +451,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
         temperature: float = 1.0,
         chunk_size: int = 128,
         context: DecodingContext | None = None,
+        logit_summary: torch.Tensor | None = None,
     ) -> DecodingPolicyOutput:
         if not self._head_enabled:
             raise RuntimeError(
@@ -442,7 +459,7 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             )
         unembedding = Unembedding.from_model(unwrap_causal_lm(self._require_base()))
         stats = self.decoding_head.token_logprobs(
-            hidden, logit_features, targets, unembedding, temperature, chunk_size, context
+            hidden, logit_features, targets, unembedding, temperature, chunk_size, context, logit_summary=logit_summary
         )
         return self._make_policy_output(stats)
 

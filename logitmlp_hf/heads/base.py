@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..features import LogitFeatures, LogitStatistics, kl_from_log_probs, logit_statistics
+from ..logit_summary import LogitSummaryLayout
 from ..sampling_rules import SamplingRule
 from .configuration import DecodingHeadConfig
 
@@ -252,6 +253,15 @@ class DecodingHead(nn.Module):
         """
         return {key: value for key, value in decisions.items() if value.dim() == 1}
 
+    def logit_summary_layout(self, temperature: float = 1.0) -> LogitSummaryLayout | None:
+        """The logit summary this head's updates can use instead of the vocabulary at ``temperature``, or ``None``.
+
+        Heads that return a layout accept ``logit_summary`` in :meth:`token_logprobs`; the trainer then records
+        summaries at rollout time (:func:`~logitmlp_hf.logit_summary.summarize_logits`). Defaults to ``None``: the
+        update recomputes the logits.
+        """
+        return None
+
     def token_logprobs(
         self,
         hidden: torch.Tensor,
@@ -261,6 +271,7 @@ class DecodingHead(nn.Module):
         temperature: float = 1.0,
         chunk_size: int = 128,
         context: DecodingContext | None = None,
+        logit_summary: torch.Tensor | None = None,
     ) -> HeadTokenStats:
         """Per-token log p(target) of the policy from cached features, differentiable in the head's parameters.
 
@@ -274,7 +285,11 @@ class DecodingHead(nn.Module):
                 (:meth:`apply_user_rule`) by heads with ``absorbs_user_rule``.
             chunk_size: positions per vocabulary pass.
             context (:class:`DecodingContext`, *optional*): budgets, of the targets' shape.
+            logit_summary (`torch.Tensor`, *optional*): summaries in the layout of :meth:`logit_summary_layout`;
+                only heads that return one accept it.
         """
+        if logit_summary is not None:
+            raise ValueError(f"{type(self).__name__} has no logit-summary path (its logit_summary_layout is None)")
         lead = targets.shape
         flat_hidden = hidden.reshape(-1, hidden.shape[-1])
         features = LogitFeatures.unpack(logit_features).reshape(-1)

@@ -13,6 +13,9 @@ from ..heads.configuration import OBJECTIVES
 from ..heads.registry import registered_head_types
 
 
+UPDATE_LOGPROBS = ("auto", "summary", "exact")
+
+
 @dataclass
 class DecodingHeadGRPOConfig(GRPOConfig):
     r"""
@@ -68,6 +71,13 @@ class DecodingHeadGRPOConfig(GRPOConfig):
         head_slope_bound (`float`, *optional*): the slopes' bound, slopes in ``(1/b, b)`` (default: the config's 4).
         logprob_chunk_size (`int`, *optional*, defaults to `128`):
             Tokens per vocabulary pass when recomputing log-probs from cached features.
+        update_logprobs (`str`, *optional*, defaults to `"auto"`):
+            How updates get the policy's log-probs from the rollout cache. ``"summary"``: from a per-token logit
+            summary recorded during generation (:mod:`logitmlp_hf.logit_summary`; no vocabulary pass, rows whose
+            certified error bound is too large are recomputed exactly); only for heads that have a summary path
+            (LogitMLP with slopes/temperature within ``[1/10, 10]`` and ``breakpoint_scale ≤ 4``). ``"exact"``:
+            recompute the logits from the cached hidden states chunk by chunk. ``"auto"``: ``"summary"`` where it
+            applies, else ``"exact"``.
     """
 
     objective: str = field(default="pass@1", metadata={"help": "'pass@1' (group-mean advantage) or 'pass@k'."})
@@ -88,6 +98,10 @@ class DecodingHeadGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Bound of the head's slopes, (1/b, b); default: the head config's (4)."}
     )
     logprob_chunk_size: int = field(default=128, metadata={"help": "Tokens per vocabulary pass in updates."})
+    update_logprobs: str = field(
+        default="auto",
+        metadata={"help": "'auto', 'summary' (vocabulary-free, from logit summaries) or 'exact' (chunked logits)."},
+    )
     print_metrics: bool = field(
         default=False,
         metadata={
@@ -133,6 +147,8 @@ class DecodingHeadGRPOConfig(GRPOConfig):
             raise ValueError(f"head_type must be one of {trainable}, got {self.head_type!r}")
         if self.head_type != "logitmlp" and self.head_slope_bound is not None:
             raise ValueError("head_slope_bound applies to LogitMLP heads only")
+        if self.update_logprobs not in UPDATE_LOGPROBS:
+            raise ValueError(f"update_logprobs must be one of {UPDATE_LOGPROBS}, got {self.update_logprobs!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.pass_k < 1:

@@ -227,6 +227,7 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 self.add_callback(MetricsToProgressBar())
             if self.pop_callback(PrinterCallback) is not None:
                 self.add_callback(MetricsToLogger())
+        self._summary_layout = self._choose_summary_layout()
         self._loss_inputs: dict[str, Any] | None = None
         self._rollout_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._generation_record = None
@@ -256,6 +257,20 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         return model
 
     # ----------------------------------------------------------------------------------------------- log-probs
+    def _choose_summary_layout(self) -> Any:
+        """The logit-summary layout updates use (``update_logprobs``), or ``None`` for the exact chunked path."""
+        if self.args.update_logprobs == "exact":
+            return None
+        head = self.accelerator.unwrap_model(self.model).decoding_head
+        layout = head.logit_summary_layout(self.temperature)
+        if layout is None and self.args.update_logprobs == "summary":
+            raise ValueError(
+                f"update_logprobs='summary': {type(head).__name__} has no logit-summary path at temperature "
+                f"{self.temperature} (LogitMLP heads with slope_bound/temperature ≤ 10 and breakpoint_scale ≤ 4 "
+                "have one); use 'auto' or 'exact'"
+            )
+        return layout
+
     def _compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         self._loss_inputs, self._regularizer = inputs, None
         try:
@@ -319,9 +334,11 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
     ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
         if any(v is not None for v in multimodal_kwargs.values() if not isinstance(v, (int, float))):
             raise NotImplementedError("decoding heads are text-only: got image inputs")
+        summary = None
         if self._loss_inputs is not None:  # the update: features were cached with the rollout
             hidden = self._loss_inputs["logitmlp_hidden"]
             features = self._loss_inputs["logitmlp_logit_features"]
+            summary = self._loss_inputs.get("logitmlp_logit_summary")
         else:  # TRL's old-log-prob pass at rollout time: the features recorded by generate, or one base pass
             self._rollout_cache = self._recorded_features(input_ids.shape[0], logits_to_keep)
             if self._rollout_cache is None:
@@ -337,6 +354,7 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 "temperature": self.temperature,
                 "chunk_size": self.args.logprob_chunk_size,
                 "context": self._completion_context(targets.shape, device),
+                "logit_summary": None if summary is None else summary.to(device),
             }
         )
         valid = attention_mask[:, -logits_to_keep:].bool()
@@ -370,7 +388,10 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
     def _rollout(self, inputs: list[dict[str, Any]], mode: str, log: bool = True) -> dict[str, Any]:
         """TRL's rollout, then the cache, the objective's advantages and the warp's metrics."""
         self._rollout_cache = None
-        with self.model.record_generation_features() as self._generation_record, warnings.catch_warnings():
+        with (
+            self.model.record_generation_features(self._summary_layout) as self._generation_record,
+            warnings.catch_warnings(),
+        ):
             # TRL 1.16 reads `model.is_gradient_checkpointing` here, which transformers >= 5.20 deprecates with a
             # FutureWarning on every rollout; no argument avoids the read, so only that warning is dropped, here.
             warnings.filterwarnings(
@@ -398,6 +419,11 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
             mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
             self._rollout_cache = self._features_for(ids, mask, out["completion_ids"].shape[1], None)
         out["logitmlp_hidden"], out["logitmlp_logit_features"] = self._rollout_cache
+        summaries = None
+        if self._summary_layout is not None and self._generation_record is not None:
+            summaries = self._generation_record.completion_summaries(*out["completion_ids"].shape)
+        if summaries is not None:  # else (generate was not ours) the update recomputes the logits
+            out["logitmlp_logit_summary"] = summaries
         self._rollout_cache = self._generation_record = None
         loss_mask = self.accelerator.unwrap_model(self.model).decoding_head.loss_mask(
             LogitFeatures.unpack(out["logitmlp_logit_features"])

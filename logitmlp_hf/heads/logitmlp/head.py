@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from ...features import LogitFeatures, LogitStatistics, logit_statistics
+from ...logit_summary import LogitSummaryLayout
 from ..base import Decisions, DecodingContext, DecodingHead, HeadTokenStats
 from .configuration import LogitMLPConfig
-from .logprobs import warped_token_logprobs
+from .logprobs import summary_token_logprobs, warped_token_logprobs
 from .transform import WarpParameters, warp_logits, warp_parameters
 
 
@@ -105,6 +106,13 @@ class LogitMLPHead(DecodingHead):
         below_max = (features.max - decisions["b"]) / features.std.clamp_min(1e-6)
         return {"warp/s1": decisions["s1"], "warp/s2": decisions["s2"], "warp/b_below_max_in_std": below_max}
 
+    def logit_summary_layout(self, temperature: float = 1.0) -> LogitSummaryLayout | None:
+        """The default :class:`~logitmlp_hf.logit_summary.LogitSummaryLayout` when it covers this head's slopes at
+        ``temperature`` (``s/T`` within ``[1/10, 10]``) and its breakpoint range; ``None`` otherwise."""
+        layout = LogitSummaryLayout()
+        low, high = 1.0 / (self.slope_bound * temperature), self.slope_bound / temperature
+        return layout if layout.covers(low, high, self.breakpoint_scale) else None
+
     def token_logprobs(
         self,
         hidden: torch.Tensor,
@@ -114,7 +122,20 @@ class LogitMLPHead(DecodingHead):
         temperature: float = 1.0,
         chunk_size: int = 128,
         context: DecodingContext | None = None,
+        logit_summary: torch.Tensor | None = None,
     ) -> HeadTokenStats:
         """The analytic-gradient path of :func:`~logitmlp_hf.heads.logitmlp.logprobs.warped_token_logprobs` (one
-        vocabulary pass per chunk, nothing of size tokens × vocab kept for the backward)."""
+        vocabulary pass per chunk, nothing of size tokens × vocab kept for the backward), or with ``logit_summary``
+        :func:`~logitmlp_hf.heads.logitmlp.logprobs.summary_token_logprobs` (no vocabulary pass for certified rows).
+        """
+        if logit_summary is not None:
+            layout = self.logit_summary_layout(temperature)
+            if layout is None:
+                raise ValueError(
+                    f"logit summaries do not cover this head (slope_bound={self.slope_bound} at temperature "
+                    f"{temperature}, breakpoint_scale={self.breakpoint_scale}); pass logit_summary=None"
+                )
+            return summary_token_logprobs(
+                self, hidden, logit_features, logit_summary, targets, unembedding, layout, temperature, chunk_size
+            )
         return warped_token_logprobs(self, hidden, logit_features, targets, unembedding, temperature, chunk_size)

@@ -15,6 +15,11 @@ together with the three expectations its gradient needs (``p = softmax(f/T)``)::
 
 Autograd only sees the (tokens × 3) parameters and the tiny head; nothing of size tokens × vocab is kept for the
 backward pass. The same pass yields the policy entropy and KL(warp‖base) for logging at no extra matmul.
+
+With a logit summary cached at rollout time (:mod:`logitmlp_hf.logit_summary`), :func:`summary_token_logprobs` needs
+no vocabulary pass at all: the target's logit is one dot product with its unembedding row, and ``log Z`` and its
+three derivatives come from the summary. Rows whose certified error bound exceeds the tolerance are recomputed
+exactly, so the result stays within the tolerance of this exact path.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...features import LogitFeatures, Unembedding
+from ...logit_summary import LogitSummaryLayout, log_partition
 from ..base import HeadTokenStats
 from .transform import warp_parameters
 
@@ -136,6 +142,130 @@ def warped_token_logprobs(
         unembedding,
         float(temperature),
         chunk_size,
+    )
+    return HeadTokenStats(
+        logprobs=logp.reshape(lead),
+        entropy=entropy.reshape(lead),
+        kl_to_base=kl.reshape(lead),
+        decisions={"s1": s1.detach().reshape(lead), "s2": s2.detach().reshape(lead), "b": b.detach().reshape(lead)},
+    )
+
+
+# Certification thresholds of the summary path: a row is evaluated from its summary when the bound on the error of
+# its log Z is at most LOGZ_TOLERANCE (nats; the target is 1e-4) and the bound on the error of ∂ log Z/∂b at most
+# GRADIENT_TOLERANCE; otherwise it is recomputed exactly.
+LOGZ_TOLERANCE = 2e-5
+GRADIENT_TOLERANCE = 2e-4
+
+
+class _SummaryTargetLogProb(torch.autograd.Function):
+    """log p(y) as a function of (s1, s2, b) from logit summaries; uncertified rows take the exact vocabulary pass."""
+
+    @staticmethod
+    def forward(  # noqa: D102
+        ctx, s1, s2, b, hidden, targets, features, summary, unembedding, temperature, chunk_size, layout
+    ):
+        with torch.enable_grad():
+            p1, p2, pb = (t.detach().double().requires_grad_() for t in (s1, s2, b))
+            part = log_partition(summary, features.max, features.std, p1 / temperature, p2 / temperature, pb, layout)
+            d1, d2, db = torch.autograd.grad(part.log_z.sum(), (p1, p2, pb)) if part.log_z.numel() else (p1, p2, pb)
+        log_z = part.log_z.detach()
+        e_min, e_relu = d1 * temperature, d2 * temperature  # ∂ log Z/∂a = E_p[min(ℓ, b)], E_p[ReLU(ℓ − b)]
+        dlogz_db = db
+        target_logits = unembedding.target_logits(hidden, targets).double()
+        exact = (part.error_bound > LOGZ_TOLERANCE) | (
+            (s1 - s2).abs() / temperature * part.kink_share > GRADIENT_TOLERANCE
+        )
+        if bool(exact.any()):
+            rows = exact.nonzero().squeeze(1)
+            for start in range(0, len(rows), chunk_size):
+                r = rows[start : start + chunk_size]
+                values = _chunk_pass(
+                    unembedding.logits(hidden[r]),
+                    targets[r],
+                    s1[r],
+                    s2[r],
+                    b[r],
+                    features.max[r],
+                    features.lse[r],
+                    temperature,
+                )
+                lp, emin, erelu, pabove, tl = (v.double() for v in values[:5])
+                log_z[r] = _log_z_from(lp, tl, s1[r], s2[r], b[r], temperature)
+                e_min[r], e_relu[r] = emin, erelu
+                dlogz_db[r] = (s1[r] - s2[r]).double() / temperature * pabove
+                target_logits[r] = tl
+        a1, a2 = s1.double() / temperature, s2.double() / temperature
+        f_y = a1 * target_logits + (a2 - a1) * (target_logits - b.double()).clamp(min=0)
+        logp = f_y - log_z
+        e_f = a1 * e_min + a2 * e_relu
+        entropy = log_z - e_f
+        kl = e_f - log_z - (e_min + e_relu) + features.lse.double()
+        ctx.save_for_backward(s1, s2, b, e_min.float(), e_relu.float(), dlogz_db.float(), target_logits.float())
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(entropy, kl)
+        return logp.float(), entropy.float(), kl.float()
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy, grad_kl):  # noqa: D102
+        s1, s2, b, e_min, e_relu, dlogz_db, target_logits = ctx.saved_tensors
+        g = grad_logp / ctx.temperature
+        grad_s1 = g * (torch.minimum(target_logits, b) - e_min)
+        grad_s2 = g * (torch.relu(target_logits - b) - e_relu)
+        grad_b = grad_logp * ((s1 - s2) / ctx.temperature * (target_logits > b).float() - dlogz_db)
+        return grad_s1, grad_s2, grad_b, *([None] * 8)
+
+
+def _log_z_from(logp, target_logits, s1, s2, b, temperature):
+    a1, a2 = s1.double() / temperature, s2.double() / temperature
+    return a1 * target_logits + (a2 - a1) * (target_logits - b.double()).clamp(min=0) - logp
+
+
+def summary_token_logprobs(
+    head: LogitMLPHead,
+    hidden: torch.Tensor,
+    logit_features: torch.Tensor,
+    logit_summary: torch.Tensor,
+    targets: torch.Tensor,
+    unembedding: Unembedding,
+    layout: LogitSummaryLayout,
+    temperature: float = 1.0,
+    chunk_size: int = 128,
+) -> HeadTokenStats:
+    """:func:`warped_token_logprobs` from logit summaries: no vocabulary pass for the rows the summary certifies.
+
+    Args:
+        logit_summary (`torch.Tensor` of shape `(..., layout.width)`): from
+            :func:`~logitmlp_hf.logit_summary.summarize_logits` at the same positions.
+        layout (:class:`~logitmlp_hf.logit_summary.LogitSummaryLayout`): the layout it was built with; must cover
+            the head's slopes at this temperature and its breakpoint range.
+        (the other arguments as for :func:`warped_token_logprobs`)
+    """
+    if logit_summary.shape[-1] != layout.width:
+        raise ValueError(f"logit summaries have width {logit_summary.shape[-1]}, the layout {layout.width}")
+    if not layout.covers(1 / (head.slope_bound * temperature), head.slope_bound / temperature, head.breakpoint_scale):
+        raise ValueError(
+            f"the logit summary covers slopes in [1/{layout.max_slope}, {layout.max_slope}] and breakpoints within "
+            f"{layout.band_stds} stds of the max; this head has slope_bound={head.slope_bound} at temperature "
+            f"{temperature} and breakpoint_scale={head.breakpoint_scale}: use the exact path"
+        )
+    lead = targets.shape
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    features = LogitFeatures.unpack(logit_features).reshape(-1)
+    raw = head.raw_outputs(flat_hidden, features.stats)
+    s1, s2, b = warp_parameters(raw, features.stats, head.slope_bound, head.breakpoint_scale)
+    logp, entropy, kl = _SummaryTargetLogProb.apply(
+        s1,
+        s2,
+        b,
+        flat_hidden,
+        targets.reshape(-1),
+        features,
+        logit_summary.reshape(-1, layout.width),
+        unembedding,
+        float(temperature),
+        chunk_size,
+        layout,
     )
     return HeadTokenStats(
         logprobs=logp.reshape(lead),
