@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_llama
 from test_grpo_trainer import make_trainer
 
-from logitmlp_hf import AutoDecoForCausalLM, LogitMLPConfig, LogitMLPHead
+from logitmlp_hf import AutoDecoForCausalLM, LogitMLPConfig, LogitMLPGRPOTrainer, LogitMLPHead
 from logitmlp_hf.features import LogitFeatures, Unembedding, logit_statistics
 from logitmlp_hf.heads.logitmlp import logprobs as logitmlp_logprobs
 from logitmlp_hf.logit_summary import LogitSummaryLayout, log_partition, summarize_logits
@@ -167,9 +167,13 @@ def test_automatic_choice_and_fallback():
         )
 
 
-def test_trainer_chooses_the_summary_path_and_falls_back(tmp_path):
-    assert make_trainer(tmp_path)._summary_layout is not None  # auto, LogitMLP
+def test_trainer_chooses_the_summary_path_and_falls_back(tmp_path, monkeypatch):
+    assert make_trainer(tmp_path, update_logprobs="summary")._summary_layout is not None  # LogitMLP
     assert make_trainer(tmp_path, update_logprobs="exact")._summary_layout is None
+    # auto: the summary path only on an accelerator (on a CPU it slows the whole step down), and only where it applies
+    assert make_trainer(tmp_path)._summary_layout is None
+    monkeypatch.setattr(LogitMLPGRPOTrainer, "_on_accelerator", lambda self: True)
+    assert make_trainer(tmp_path)._summary_layout is not None
     assert make_trainer(tmp_path, head_slope_bound=20.0)._summary_layout is None  # auto falls back
     with pytest.raises(ValueError, match="no logit-summary path"):
         make_trainer(tmp_path, head_slope_bound=20.0, update_logprobs="summary")
@@ -187,16 +191,16 @@ def test_a_training_step_uses_summaries_and_matches_the_exact_update(tmp_path, m
 
     monkeypatch.setattr("logitmlp_hf.heads.logitmlp.head.summary_token_logprobs", spy)
     heads = {}
-    for path in ("auto", "exact"):
+    for path in ("summary", "exact"):
         trainer = make_trainer(tmp_path / path, update_logprobs=path, max_steps=1, dynamic_sampling=False, optim="sgd")
         trainer.train()
         heads[path] = torch.cat([p.detach().flatten() for p in trainer.model.logitmlp_head.parameters()])
-        if path == "auto":
+        if path == "summary":
             assert calls, "the update did not use the summary path"
             calls.clear()
         else:
             assert not calls
     start = torch.cat([p.detach().flatten() for p in make_trainer(tmp_path / "s").model.logitmlp_head.parameters()])
-    step_exact, step_auto = heads["exact"] - start, heads["auto"] - start
+    step_exact, step_auto = heads["exact"] - start, heads["summary"] - start
     assert step_exact.norm() > 0
     assert (step_auto - step_exact).norm() <= 1e-3 * step_exact.norm()

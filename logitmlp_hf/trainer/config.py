@@ -77,7 +77,8 @@ class DecodingHeadGRPOConfig(GRPOConfig):
             certified error bound is too large are recomputed exactly); only for heads that have a summary path
             (LogitMLP with slopes/temperature within ``[1/10, 10]`` and ``breakpoint_scale ≤ 4``). ``"exact"``:
             recompute the logits from the cached hidden states chunk by chunk. ``"auto"``: ``"summary"`` where it
-            applies, else ``"exact"``.
+            applies on an accelerator, else ``"exact"`` (on a CPU, recording the summaries costs the rollout more
+            than the update saves; see ``benchmarks/README.md``).
     """
 
     objective: str = field(default="pass@1", metadata={"help": "'pass@1' (group-mean advantage) or 'pass@k'."})

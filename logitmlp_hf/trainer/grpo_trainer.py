@@ -257,9 +257,16 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         return model
 
     # ----------------------------------------------------------------------------------------------- log-probs
+    def _on_accelerator(self) -> bool:
+        return self.accelerator.device.type != "cpu"
+
     def _choose_summary_layout(self) -> Any:
         """The logit-summary layout updates use (``update_logprobs``), or ``None`` for the exact chunked path."""
         if self.args.update_logprobs == "exact":
+            return None
+        if self.args.update_logprobs == "auto" and not self._on_accelerator():
+            # Measured on 2 CPU cores (benchmarks/README.md): recording the summaries during generation adds ~60% to
+            # the rollout while the update is 1-2% of a step, so the whole step is slower; "summary" forces it.
             return None
         head = self.accelerator.unwrap_model(self.model).decoding_head
         layout = head.logit_summary_layout(self.temperature)
