@@ -10,7 +10,8 @@ log-probs; gradient checkpointing off, its fastest setting); for the head it is 
     python benchmarks/bench_train_step.py
     python benchmarks/bench_train_step.py --completion-tokens 160 --repeats 3
 
-The head's step is timed on both of its paths: the default (``update_logprobs="auto"``: log-probs from the logit
+The head's step is timed on both of its paths: the summary path (``update_logprobs="summary"``, what ``"auto"`` takes
+on an accelerator: log-probs from the logit
 summaries recorded during generation, no vocabulary pass) and the exact chunked path (``update_logprobs="exact"``).
 
 Prints a table and ``RESULT speedup_vs_trl_lora``, ``RESULT speedup_vs_trl_full`` (baseline time ÷ the head's default
@@ -167,7 +168,7 @@ def main() -> None:
             f"SmolLM2-135M-Instruct fp32, torch {torch.__version__}, {torch.get_num_threads()} threads"
         )
 
-        for name, path in [("LogitMLP head, summaries (default)", "auto"), ("LogitMLP head, exact chunked", "exact")]:
+        for name, path in [("LogitMLP head, summaries", "summary"), ("LogitMLP head, exact chunked", "exact")]:
             head = LogitMLPGRPOTrainer(
                 model,
                 reward,
@@ -175,7 +176,9 @@ def main() -> None:
                 train_dataset=dummy,
                 processing_class=tokenizer,
             )
-            head_batch = batch if path == "auto" else {k: v for k, v in batch.items() if k != "logitmlp_logit_summary"}
+            head_batch = (
+                batch if path == "summary" else {k: v for k, v in batch.items() if k != "logitmlp_logit_summary"}
+            )
             results[name] = time_steps(head, head_batch, args.repeats)
             del head
 
