@@ -203,7 +203,7 @@ def main() -> None:
     print(f"\n{'trainer':<38} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12} {'+MB in step':>12}")
     for name, (seconds, before, peak) in results.items():
         print(f"{name:<38} {seconds:>8.3f} {n_tokens / seconds:>9.0f} {peak:>12.0f} {peak - before:>12.0f}")
-    t_head = results["LogitMLP head, summaries (default)"][0]
+    t_head = results["LogitMLP head, summaries"][0]
     t_exact = results["LogitMLP head, exact chunked"][0]
     t_lora, t_full = results["TRL GRPO + LoRA r=16 (all linear)"][0], results["TRL GRPO full-parameter"][0]
     whole = timings["rollout_s"] + timings["reward_s"] + t_head
@@ -218,7 +218,7 @@ def main() -> None:
     print(f"RESULT speedup_vs_trl_full={t_full / t_head:.2f}")
     print(f"RESULT speedup_vs_trl_lora_exact={t_lora / t_exact:.2f}")
     print(f"RESULT speedup_vs_trl_full_exact={t_full / t_exact:.2f}")
-    print(f"RESULT peak_mem_mb={results['LogitMLP head, summaries (default)'][2]:.0f}")
+    print(f"RESULT peak_mem_mb={results['LogitMLP head, summaries'][2]:.0f}")
     print(f"RESULT summary_floats_per_token={width} (hidden state: {d})")
     print(f"RESULT update_share_of_step={t_head / whole:.4f}")
     print(f"RESULT update_share_of_step_exact={t_exact / whole_exact:.4f}")
