@@ -101,12 +101,7 @@ class SweepCommand(Command):
         if len(validation) == 0:
             raise SystemExit("the validation split is empty: pass --n-validation > 0")
         common = dict(
-            n_samples=settings.n_samples,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            max_new_tokens=settings.max_new_tokens,
-            n_resamples=settings.n_resamples,
-            no_answer=settings.no_answer,
+            **settings.evaluate_kwargs(),
             config={"dataset": args.dataset, "command": "sweep"},
         )
         print(

@@ -51,6 +51,17 @@ class EvaluationSettings:
         """``max_new_tokens``, or the dataset's budget when it is ``None``."""
         return default_max_new_tokens(dataset) if self.max_new_tokens is None else self.max_new_tokens
 
+    def evaluate_kwargs(self) -> dict[str, Any]:
+        """The settings [`~logitmlp_hf.evaluation.runner.evaluate`] takes, as its keyword arguments."""
+        return dict(
+            n_samples=self.n_samples,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            max_new_tokens=self.max_new_tokens,
+            n_resamples=self.n_resamples,
+            no_answer=self.no_answer,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -152,6 +152,10 @@ class BranchingRunConfig:
     def path(self) -> Path:
         return Path(self.output_dir)
 
+    def train_steps(self, recipe: BranchingRecipe) -> int:
+        """The recipe's optimiser steps, unless ``extra["train_steps"]`` overrides them (the quick run)."""
+        return int(self.extra.get("train_steps", recipe.train_steps))
+
     def settings_line(self) -> str:
         """The run's design in one line (what the CLI prints first)."""
         return (
@@ -277,11 +281,10 @@ def run_branching(
             head_dir = head_dirs[(recipe.name, seed)]
             if (head_dir / "config.json").exists():
                 continue
-            steps = int(config.extra.get("train_steps", recipe.train_steps))
             trainer = DecodingHeadGRPOTrainer(
                 model=load_base(),
                 reward_funcs=MathVerifyReward(),
-                args=_training_arguments(recipe, head_dir, seed, steps),
+                args=_training_arguments(recipe, head_dir, seed, config.train_steps(recipe)),
                 train_dataset=train,
                 processing_class=tokenizer,
             )
@@ -330,9 +333,8 @@ def run_branching(
             head_dir = head_dirs[(recipe.name, seed)]
             model = DecodingHeadForCausalLM.from_pretrained(head_dir, base_model=base).eval()
             head_paths = reference_paths(model, tokenizer, test)
-            steps = int(config.extra.get("train_steps", recipe.train_steps))
             heads[f"{recipe.name}/seed{seed}"] = {
-                "recipe": dataclasses.asdict(dataclasses.replace(recipe, train_steps=steps)),
+                "recipe": dataclasses.asdict(dataclasses.replace(recipe, train_steps=config.train_steps(recipe))),
                 "seed": seed,
                 "sampled": EvalResults.load(head_dir / "eval.json")["head"],
                 "q": success_probability(head_paths.head_logits, head_paths.targets),

@@ -88,12 +88,14 @@ def write_branching_results(
     k = config.n_samples
     n_res = config.n_resamples
     temps = sorted(exact_temperatures)
-    sweep_results = {t: sweep[f"T={t:g}"] for t in temps}
-    sweep_correct = {t: _correct(r) for t, r in sweep_results.items()}
-    exact_sweep = [
-        (exact_metrics(exact_temperatures[t], k)["mean_accuracy"], exact_metrics(exact_temperatures[t], k)["best@k"])
-        for t in temps
-    ]
+    sweep_correct = {t: _correct(sweep[f"T={t:g}"]) for t in temps}
+
+    def axes(metrics: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The frontier's two axes, per problem: (mean accuracy, best@k)."""
+        return metrics["mean_accuracy"], metrics["best@k"]
+
+    sampled_sweep = [axes(per_problem_metrics(sweep_correct[t])) for t in temps]
+    exact_sweep = [axes(exact_metrics(exact_temperatures[t], k)) for t in temps]
 
     def point(correct) -> tuple[float, float]:
         m = per_problem_metrics(correct)
@@ -140,14 +142,8 @@ def write_branching_results(
         pm = [per_problem_metrics(rows[n]["_correct"]) for n in names]
         pooled[recipe] = {
             "gap": frontier_gap_from_values(
-                [(m["mean_accuracy"], m["best@k"]) for m in pm],
-                [
-                    (
-                        per_problem_metrics(sweep_correct[t])["mean_accuracy"],
-                        per_problem_metrics(sweep_correct[t])["best@k"],
-                    )
-                    for t in temps
-                ],
+                [axes(m) for m in pm],
+                sampled_sweep,
                 n_resamples=n_res,
                 seed=config.seed,
             ),

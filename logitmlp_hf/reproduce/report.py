@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -317,11 +318,9 @@ def write_results(
 
 def frontier_result_line(task: str, head: str, gap: FrontierGap) -> str:
     """``RESULT <task>_<head>_best8_vs_frontier=<gap> ci=[lo,hi]`` (names reduced to lower-case letters and digits)."""
-    import re
-
-    clean = lambda s: re.sub(r"[^a-z0-9]", "", s.lower())  # noqa: E731
+    task, head = (re.sub(r"[^a-z0-9]", "", name.lower()) for name in (task, head))
     g = gap.gap
-    return f"RESULT {clean(task)}_{clean(head)}_best8_vs_frontier={g.value:.4f} ci=[{g.ci_low:.4f},{g.ci_high:.4f}]"
+    return f"RESULT {task}_{head}_best8_vs_frontier={g.value:.4f} ci=[{g.ci_low:.4f},{g.ci_high:.4f}]"
 
 
 def _json_default(value: Any) -> Any:
