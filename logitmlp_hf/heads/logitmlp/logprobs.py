@@ -104,6 +104,14 @@ class _WarpedTargetLogProb(torch.autograd.Function):
         return grad_s1, grad_s2, grad_b, None, None, None, None, None, None, None
 
 
+def _cached_warp(head, hidden: torch.Tensor, logit_features: torch.Tensor):
+    """Flattened hidden states, their unpacked logit features, and the head's ``(s1, s2, b)`` there."""
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    features = LogitFeatures.unpack(logit_features).reshape(-1)
+    raw = head.raw_outputs(flat_hidden, features.stats)
+    return flat_hidden, features, warp_parameters(raw, features.stats, head.slope_bound, head.breakpoint_scale)
+
+
 def warped_token_logprobs(
     head: LogitMLPHead,
     hidden: torch.Tensor,
@@ -127,10 +135,7 @@ def warped_token_logprobs(
             for SmolLM2 on 2 CPU cores.
     """
     lead = targets.shape
-    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    features = LogitFeatures.unpack(logit_features).reshape(-1)
-    raw = head.raw_outputs(flat_hidden, features.stats)
-    s1, s2, b = warp_parameters(raw, features.stats, head.slope_bound, head.breakpoint_scale)
+    flat_hidden, features, (s1, s2, b) = _cached_warp(head, hidden, logit_features)
     logp, entropy, kl = _WarpedTargetLogProb.apply(
         s1,
         s2,
@@ -250,10 +255,7 @@ def summary_token_logprobs(
             f"{temperature} and breakpoint_scale={head.breakpoint_scale}: use the exact path"
         )
     lead = targets.shape
-    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    features = LogitFeatures.unpack(logit_features).reshape(-1)
-    raw = head.raw_outputs(flat_hidden, features.stats)
-    s1, s2, b = warp_parameters(raw, features.stats, head.slope_bound, head.breakpoint_scale)
+    flat_hidden, features, (s1, s2, b) = _cached_warp(head, hidden, logit_features)
     logp, entropy, kl = _SummaryTargetLogProb.apply(
         s1,
         s2,
