@@ -261,7 +261,9 @@ def _decodes_row_by_row(policy: DecodingPolicy, model) -> bool:
         return False
     if policy.kind == "head":
         head = model.decoding_head
-        return bool(head.per_token and not head.uses_context)
+        # a head that composes the policy's temperature/top-p into its rule gets them through generate's user_rule
+        absorbs = head.absorbs_user_rule and not policy.greedy
+        return bool(head.per_token and not head.uses_context and not absorbs)
     return True
 
 
@@ -417,7 +419,7 @@ def evaluate(
                 rows = [(pid, s) for pid in batch for s in range(rows_per_problem)]
                 seeds = None if policy.greedy else [sample_seed(seed, pid, s) for pid, s in rows]
                 start = time.perf_counter()
-                if _decodes_row_by_row(policy, model) and not absorbed:
+                if _decodes_row_by_row(policy, model):
                     # The evaluation's own loop: one prefill per problem, finished rows leave the batch.
                     generated = sample_completions(
                         model,
