@@ -48,6 +48,8 @@ def main(out: str) -> None:
         f"{out}/head_rank{rank}.safetensors",
         metadata={"changed": str(changed), "world_size": str(trainer.accelerator.num_processes)},
     )
+    # As the recipe does: a gloo group left to interpreter teardown can abort a rank (SIGABRT) after training.
+    trainer.end()
 
 
 if __name__ == "__main__":

@@ -129,4 +129,6 @@ def main(script_args: ScriptArguments, training_args: DecodingHeadGRPOConfig) ->
 if __name__ == "__main__":
     parser = make_parser()
     script_args, training_args = parser.parse_args_and_config()
-    main(script_args, training_args)
+    # Destroy the process group before the interpreter exits: under `accelerate launch` with gloo, a group left to
+    # interpreter teardown can abort a rank with "terminate called without an active exception" (SIGABRT).
+    main(script_args, training_args).end()
