@@ -162,6 +162,39 @@ def test_dynamic_sampling_refills_groups_without_signal(tmp_path):
     assert batch["num_items_in_batch"] == batch["completion_mask"].sum()
 
 
+def test_extra_prompts_fill_the_batch_in_the_same_generate_call(tmp_path):
+    trainer = make_trainer(
+        tmp_path, reward=prompt_dependent_reward, max_dynamic_sampling_rounds=0, dynamic_sampling_extra_prompts=6
+    )
+    trainer.model.train()
+    # The refill order draws the candidates; make them all "one" prompts, so at least one of the six has signal.
+    trainer._refill_order = [i for i in range(16) if i % 2 == 0][::-1] * 2
+    calls = []
+    generate = trainer.model.generate
+    trainer.model.generate = lambda *a, **kw: (
+        calls.append(kw.get("input_ids", a[0] if a else None)) or generate(*a, **kw)
+    )
+    rows = [dataset()[i] for i in (1, 3) for _ in range(G)]  # both prompts say "zero": no signal in either group
+    batch = trainer._generate_and_score_completions(rows)
+    assert len(calls) == 1 and calls[0].shape[0] == (2 + 6) * G  # the candidates rode in the batch's own call
+    assert batch["completion_ids"].shape[0] == 2 * G
+    assert trainer._metrics["train"]["dynamic_sampling/dropped_group_frac"][-1] == 1.0
+    assert trainer._metrics["train"]["dynamic_sampling/extra_rounds"][-1] == 0
+    groups = batch["logitmlp_rewards"].view(-1, G)
+    filled = batch["completion_mask"].view(2, G, -1).sum((1, 2)) > 0
+    assert filled.any()  # replaced by candidates, with no extra round
+    assert all(g.max() > g.min() for g, f in zip(groups, filled) if f)
+    prompts = [trainer._tokenizer.decode(ids[m.bool()]) for ids, m in zip(batch["prompt_ids"], batch["prompt_mask"])]
+    assert all("zero" not in p for p, f in zip(prompts[::G], filled) if f)
+
+
+def test_extra_prompts_need_dynamic_sampling(tmp_path):
+    with pytest.raises(ValueError, match="dynamic_sampling_extra_prompts=2 needs dynamic_sampling=True"):
+        config(tmp_path, dynamic_sampling=False, dynamic_sampling_extra_prompts=2)
+    with pytest.raises(ValueError, match="dynamic_sampling_extra_prompts must be >= 0"):
+        config(tmp_path, dynamic_sampling_extra_prompts=-1)
+
+
 def test_same_seed_trains_the_same_head(tmp_path):
     # torch seeds its global RNG differently in every process; a new head used to be drawn from it before any
     # seeding, so two same-seed runs started from different heads (their rewards then diverged at step 2).

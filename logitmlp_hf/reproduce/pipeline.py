@@ -80,6 +80,9 @@ def training_arguments(
         epsilon_high=0.28,
         dynamic_sampling=True,
         max_dynamic_sampling_rounds=2,
+        # As many refill candidates as prompts, decoded in the batch's own call: on 2 CPU cores this took a step from
+        # 16.1 s to 10.8 s (5 steps of train-pass1, AMD EPYC), as most batches needed a refill round before.
+        dynamic_sampling_extra_prompts=config.prompts_per_step,
         logging_steps=1,
         save_strategy="steps",
         save_steps=10,

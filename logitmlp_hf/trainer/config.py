@@ -53,6 +53,11 @@ class DecodingHeadGRPOConfig(GRPOConfig):
             prompts until the batch is full or ``max_dynamic_sampling_rounds`` extra generation rounds were used.
         max_dynamic_sampling_rounds (`int`, *optional*, defaults to `3`):
             Bound on extra generation rounds per batch; groups still unfilled stay in the batch with zero advantage.
+        dynamic_sampling_extra_prompts (`int`, *optional*, defaults to `0`):
+            Fresh prompts generated in the same ``generate`` call as every training batch (each with its
+            ``num_generations`` rollouts), as the first candidates to replace groups without signal; refill rounds
+            run only for what they leave unfilled. Where decoding a few more rows costs much less than another
+            round (small models, CPU), this saves most rounds; extra groups not needed are discarded.
         overlong_buffer_length (`int`, *optional*):
             Adds TRL's soft overlong punishment as a reward: 0 up to ``max_completion_length − buffer`` tokens, then
             linearly down to −1 at ``max_completion_length``. ``None`` disables it.
@@ -86,6 +91,10 @@ class DecodingHeadGRPOConfig(GRPOConfig):
     correct_threshold: float = field(default=0.5, metadata={"help": "Reward at or above which a rollout is correct."})
     dynamic_sampling: bool = field(default=True, metadata={"help": "Drop and refill groups with equal rewards."})
     max_dynamic_sampling_rounds: int = field(default=3, metadata={"help": "Extra generation rounds per batch."})
+    dynamic_sampling_extra_prompts: int = field(
+        default=0,
+        metadata={"help": "Fresh prompts generated with every batch as refill candidates (before any extra round)."},
+    )
     overlong_buffer_length: int | None = field(default=None, metadata={"help": "Soft overlong punishment buffer."})
     head_type: str = field(
         default="logitmlp", metadata={"help": "Head to train: 'logitmlp', 'autodeco' or 'decoding_adapter'."}
@@ -173,6 +182,13 @@ class DecodingHeadGRPOConfig(GRPOConfig):
                 )
         if self.max_dynamic_sampling_rounds < 0:
             raise ValueError(f"max_dynamic_sampling_rounds must be >= 0, got {self.max_dynamic_sampling_rounds}")
+        if self.dynamic_sampling_extra_prompts < 0:
+            raise ValueError(f"dynamic_sampling_extra_prompts must be >= 0, got {self.dynamic_sampling_extra_prompts}")
+        if self.dynamic_sampling_extra_prompts and not self.dynamic_sampling:
+            raise ValueError(
+                f"dynamic_sampling_extra_prompts={self.dynamic_sampling_extra_prompts} needs dynamic_sampling=True "
+                "(the extra prompts only serve as refill candidates)"
+            )
         if self.use_vllm and self.vllm_enable_sleep_mode:
             raise ValueError(
                 "vllm_enable_sleep_mode=True: TRL's sleep (level 2) discards the engine's weights and re-sends the whole "

@@ -387,10 +387,12 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         mode = "train" if self.model.training else "eval"
-        out = self._rollout(inputs, mode)
         if mode == "train" and self.args.dynamic_sampling:
-            out = self._dynamic_sampling(out)
-        return out
+            n_groups = len(inputs) // self.num_generations
+            # The extra candidates ride in the batch's own generate call: one call of more rows instead of rounds.
+            extra = self._refill_inputs(self.args.dynamic_sampling_extra_prompts)
+            return self._dynamic_sampling(self._rollout(inputs + extra, mode), n_groups)
+        return self._rollout(inputs, mode)
 
     def _rollout(self, inputs: list[dict[str, Any]], mode: str, log: bool = True) -> dict[str, Any]:
         """TRL's rollout, then the cache, the objective's advantages and the warp's metrics."""
@@ -479,17 +481,20 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 metrics[name].append(gathered.mean().item())
 
     # ------------------------------------------------------------------------------------- dynamic sampling
-    def _dynamic_sampling(self, out: dict[str, Any]) -> dict[str, Any]:
+    def _dynamic_sampling(self, out: dict[str, Any], n_groups: int) -> dict[str, Any]:
         """DAPO's dynamic sampling: replace groups with equal rewards by groups of fresh prompts.
 
-        Every process always runs the same number of rounds (the rollout contains collective gathers), each round a
-        full local batch of new prompts; at most ``max_dynamic_sampling_rounds`` rounds.
+        ``out`` holds the batch's ``n_groups`` groups, then the ``dynamic_sampling_extra_prompts`` candidates
+        generated with them, which replace groups without signal first, in order. Then every process runs the same
+        number of refill rounds (the rollout contains collective gathers), each a full local batch of new prompts;
+        at most ``max_dynamic_sampling_rounds`` rounds.
         """
         group = self.num_generations
-        n_groups = len(out["advantages"]) // group
+        n_generated = len(out["advantages"]) // group
         kept = [g for g in range(n_groups) if self._has_signal(out, g, group)]
         dropped_first = n_groups - len(kept)
-        pieces = [(out, g) for g in kept]
+        candidates = [g for g in range(n_groups, n_generated) if self._has_signal(out, g, group)]
+        pieces = [(out, g) for g in kept + candidates][:n_groups]
         rounds = 0
         while rounds < self.args.max_dynamic_sampling_rounds and self._any_process(len(pieces) < n_groups):
             rounds += 1
