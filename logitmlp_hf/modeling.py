@@ -543,8 +543,46 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             user_rule = None
         elif user_rule is None and self.decoding_head.absorbs_user_rule:
             user_rule, kwargs = self._absorb_user_rule(kwargs)
+        if record is not None and not args:  # a training rollout: each prompt in a run of identical rows
+            kwargs = self._prefill_repeated_prompts(kwargs)
         with self._session(record=record, context=context, max_new_tokens=max_new_tokens, user_rule=user_rule):
             return self._require_base().generate(*args, **kwargs)
+
+    @torch.no_grad()
+    def _prefill_repeated_prompts(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``generate``'s kwargs with a KV cache of every prompt but its last token, computed once per run of
+        identical rows (a rollout repeats each prompt ``num_generations`` times) and repeated to the rows, so
+        ``generate`` prefills only the last prompt token of each row. The cache holds base states only (the head
+        acts on logits), so the rollout is the same up to float rounding. Unchanged when no row repeats the one
+        before it, or when the call brings its own cache or embeddings."""
+        input_ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if (
+            input_ids is None
+            or mask is None
+            or input_ids.dim() != 2
+            or input_ids.shape[1] < 2
+            or kwargs.get("past_key_values") is not None
+            or kwargs.get("inputs_embeds") is not None
+            or kwargs.get("use_cache") is False
+        ):
+            return kwargs
+        repeats = (input_ids[1:] == input_ids[:-1]).all(-1) & (mask[1:] == mask[:-1]).all(-1)
+        if not bool(repeats.any()):
+            return kwargs
+        first = torch.cat([repeats.new_ones(1), ~repeats]).nonzero().view(-1)
+        counts = torch.diff(first, append=first.new_tensor([input_ids.shape[0]]))
+        prefix_mask = mask[first, :-1]
+        extra = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_params else {}
+        out = self._require_base()(
+            input_ids=input_ids[first, :-1],
+            attention_mask=prefix_mask,
+            position_ids=(prefix_mask.long().cumsum(-1) - 1).clamp_(min=0),  # as generate computes them
+            use_cache=True,
+            **extra,
+        )
+        cache = out.past_key_values
+        cache.batch_select_indices(torch.repeat_interleave(torch.arange(len(first), device=counts.device), counts))
+        return {**kwargs, "past_key_values": cache}
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return unwrap_causal_lm(self._require_base()).prepare_inputs_for_generation(*args, **kwargs)

@@ -178,3 +178,46 @@ def test_print_trainable_parameters(capsys):
     model.print_trainable_parameters()
     trainable = (48 + 3) * 256 + 256 + 3 * 256 + 3
     assert f"trainable params: {trainable:,d}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make_base", [tiny_llama, tiny_qwen3])
+def test_rollouts_prefill_each_repeated_prompt_once(make_base):
+    """Training rollouts (a feature record is open) repeat each prompt in consecutive rows: its prefix is prefilled
+    once and the cache shared, and the samples and the recorded features are those of plain generate."""
+    model = _wrapped(make_base())
+    ids, mask = _batch(lengths=(7, 4, 6))
+    ids, mask = ids.repeat_interleave(3, dim=0), mask.repeat_interleave(3, dim=0)  # 3 prompts × 3 rows
+    shapes = []
+    hook = model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    runs = {}
+    try:
+        for shared in (True, False):
+            if not shared:  # plain generate: every row prefilled in full
+                model._prefill_repeated_prompts = lambda kwargs: kwargs
+            shapes.clear()
+            torch.manual_seed(0)
+            with model.record_generation_features() as record:
+                out = model.generate(
+                    input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=6, pad_token_id=0
+                )
+            completion = out[:, ids.shape[1] :]
+            runs[shared] = (completion, *record.completion_features(*completion.shape), list(shapes))
+    finally:
+        hook.remove()
+    (ids_a, hidden_a, feats_a, shapes_a), (ids_b, hidden_b, feats_b, shapes_b) = runs[True], runs[False]
+    assert torch.equal(ids_a, ids_b)
+    assert torch.allclose(hidden_a, hidden_b, atol=1e-5) and torch.allclose(feats_a, feats_b, atol=1e-4)
+    assert shapes_a[:2] == [(3, ids.shape[1] - 1), (9, 1)]  # 3 prompt prefixes once, then one token per row
+    assert shapes_b[0] == (9, ids.shape[1])
+
+
+def test_prompts_without_repeats_are_prefilled_as_usual():
+    model = _wrapped()
+    ids, mask = _batch(lengths=(7, 4, 6))
+    with model.record_generation_features():
+        assert model._prefill_repeated_prompts({"input_ids": ids, "attention_mask": mask}) == {
+            "input_ids": ids,
+            "attention_mask": mask,
+        }
