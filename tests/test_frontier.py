@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logitmlp_hf.evaluation.frontier import frontier_gap, frontier_gap_from_values, frontier_value
+from logitmlp_hf.evaluation.frontier import frontier_gap, frontier_gap_from_values, frontier_value, pooled_frontier_gap
 
 
 def _flags(q: np.ndarray, k: int, seed: int) -> list[list[bool]]:
@@ -50,6 +50,22 @@ def test_pooled_gap_is_the_mean_of_the_seeds_gaps():
     pooled = frontier_gap_from_values(seeds, sweep, n_resamples=50)
     assert pooled.gap.value == pytest.approx(np.mean(singles))
     assert pooled.gap.ci_low <= pooled.gap.value <= pooled.gap.ci_high
+
+
+def test_pooled_flags_test_averages_the_heads_gaps():
+    n, k = 200, 8
+    q = np.random.default_rng(2).uniform(0.05, 0.6, n)
+    sweep = {t: _flags(np.clip(q * s, 0, 1), k, seed=i) for i, (t, s) in enumerate([(0.5, 1.0), (1.0, 0.6)])}
+    heads = [_flags(np.clip(q * s, 0, 1), k, seed=20 + i) for i, s in enumerate((1.3, 0.8))]
+    singles = [frontier_gap(h, sweep, n_resamples=100).gap.value for h in heads]
+    pooled = pooled_frontier_gap(heads, sweep, n_resamples=100)
+    assert pooled.gap.value == pytest.approx(np.mean(singles))
+    assert (
+        pooled_frontier_gap(heads[:1], sweep, n_resamples=100).gap
+        == frontier_gap(heads[0], sweep, n_resamples=100).gap
+    )
+    with pytest.raises(ValueError, match="at least one policy"):
+        pooled_frontier_gap([], sweep)
 
 
 def test_frontier_needs_the_same_problems():

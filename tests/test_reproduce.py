@@ -4,7 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from logitmlp_hf.cli import main as cli_main
 from logitmlp_hf.evaluation.metrics import MetricValue, compute_metrics, paired_difference
@@ -71,6 +73,16 @@ def test_main_job_trains_with_the_shipped_recipe(tmp_path, objective, recipe):
         shared.append("pass_k")
     assert {k: getattr(args, k) for k in shared} == {k: yaml_args[k] for k in shared}
     assert args.max_steps == yaml_args["max_steps"] == ReproduceConfig().train_steps
+
+
+def test_training_seeds_must_be_new_seeds(capsys):
+    assert ReproduceConfig(training_seeds=[1, 2]).training_seeds == (1, 2)
+    for seeds in ((0, 1), (1, 1)):
+        with pytest.raises(ValueError, match="training_seeds must be distinct and differ from seed=0"):
+            ReproduceConfig(training_seeds=seeds)
+    # on the command line: the message, before anything is loaded or trained
+    assert cli_main(["reproduce", "--training-seeds", "1", "1"]) == 2
+    assert "error: training_seeds must be distinct" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -290,6 +302,16 @@ def test_quick_main_job_runs_every_stage_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("done already") == 5
     assert (out / "timings.json").read_text() == timings
+    # More training seeds on the same run: only their heads are trained and evaluated; the frontier test pools them.
+    assert cli_main([*argv, "--training-seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done already") == 5 and "train-pass1-seed1: train" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["frontier_by_training_seed"]["passk"]) == {"0", "1"}
+    assert "pass1, pooled over 2 training seeds" in (out / "results.md").read_text()
+    assert "RESULT arithmetic_pass1_best8_vs_frontier=" in printed
+    weights = [load_file(out / "heads" / head / "logitmlp_head.safetensors") for head in ("pass1", "pass1-seed1")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # another seed, another head
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ _ARITHMETIC_ONLY = {f.name for f in dataclasses.fields(ReproduceConfig)} - {
     "n_samples",
     "temperatures",
     "n_resamples",
+    "training_seeds",
 }
 
 
@@ -88,19 +89,21 @@ class ReproduceCommand(Command):
             default=None,
             help="branching only: training recipes to run, or 'all' for the whole search (default: pass1 pass8)",
         )
-        parser.add_argument(
-            "--training-seeds",
-            type=int,
-            nargs="+",
-            default=None,
-            help="branching only: one head per recipe per seed (default: 0 1 2)",
-        )
         helps = field_help()
         for f in dataclasses.fields(ReproduceConfig):
             flag = "--" + f.name.replace("_", "-")
             help_text = helps.get(f.name, f.name.replace("_", " "))
             if f.type in ("bool", bool):
                 parser.add_argument(flag, action="store_true", default=None, help=help_text)
+            elif f.name == "training_seeds":  # both tasks: the branching task's default differs
+                parser.add_argument(
+                    flag,
+                    type=int,
+                    nargs="+",
+                    default=None,
+                    help=f"arithmetic: {help_text} (default: none); branching: one head per recipe per seed "
+                    "(default: 0 1 2)",
+                )
             elif f.name == "temperatures":
                 parser.add_argument(
                     flag,
@@ -120,7 +123,10 @@ class ReproduceCommand(Command):
             for f in dataclasses.fields(ReproduceConfig)
             if getattr(args, f.name, None) is not None
         }
-        return ReproduceConfig.quick(**overrides) if args.quick else ReproduceConfig(**overrides)
+        try:
+            return ReproduceConfig.quick(**overrides) if args.quick else ReproduceConfig(**overrides)
+        except ValueError as err:  # a bad option: its message, not a traceback
+            raise LogitMLPError(str(err)) from None
 
     @staticmethod
     def branching_config_from_args(args: argparse.Namespace):
@@ -169,8 +175,8 @@ class ReproduceCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         if args.task == "branching":
             return self.run_branching(args)
-        if args.recipes is not None or args.training_seeds is not None:
-            raise LogitMLPError("--recipes and --training-seeds belong to --task branching")
+        if args.recipes is not None:
+            raise LogitMLPError("--recipes belongs to --task branching")
         config = self.config_from_args(args)
         print(format_settings(config.settings()) + (" (--quick)" if args.quick else ""), flush=True)
         command = "logitmlp " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "logitmlp reproduce"

@@ -27,7 +27,14 @@ import numpy as np
 from .metrics import MetricValue, per_problem_metrics
 
 
-__all__ = ["FrontierGap", "frontier_gap", "frontier_gap_from_values", "frontier_value", "verdict"]
+__all__ = [
+    "FrontierGap",
+    "frontier_gap",
+    "frontier_gap_from_values",
+    "frontier_value",
+    "pooled_frontier_gap",
+    "verdict",
+]
 
 
 def frontier_value(accuracy: np.ndarray, value: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -133,6 +140,38 @@ def frontier_gap(
     temperatures = sorted(sweep_correct)
     return frontier_gap_from_values(
         (_per_problem(policy_correct, along), _per_problem(policy_correct, metric)),
+        [(_per_problem(sweep_correct[t], along), _per_problem(sweep_correct[t], metric)) for t in temperatures],
+        metric=metric,
+        along=along,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+    )
+
+
+def pooled_frontier_gap(
+    policies_correct: Sequence[Sequence[Sequence[bool]]],
+    sweep_correct: Mapping[float, Sequence[Sequence[bool]]],
+    metric: str = "best@k",
+    along: str = "mean_accuracy",
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> FrontierGap:
+    """[`frontier_gap`] pooled over several policies evaluated on the same problems (e.g. one head per training
+    seed): their mean gap, each at its own ``along`` value, with the problems resampled jointly for all of them.
+
+    Args:
+        policies_correct (`Sequence[Sequence[Sequence[bool]]]`): Per policy, per problem, per sample, whether the
+            sample is right.
+        sweep_correct, metric, along, n_resamples, confidence, seed: As in [`frontier_gap`].
+    """
+    if not policies_correct:
+        raise ValueError("pooled_frontier_gap needs at least one policy")
+    temperatures = sorted(sweep_correct)
+    return frontier_gap_from_values(
+        [(_per_problem(c, along), _per_problem(c, metric)) for c in policies_correct],
         [(_per_problem(sweep_correct[t], along), _per_problem(sweep_correct[t], metric)) for t in temperatures],
         metric=metric,
         along=along,

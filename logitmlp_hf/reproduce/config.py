@@ -20,6 +20,10 @@ class ReproduceConfig:
     Args:
         output_dir (`str`): Where every stage writes.
         seed (`int`): Seeds the problems, the training runs and the evaluation samples.
+        training_seeds (`tuple[int, ...]`): More training seeds: each trains one more pass@1 and one more pass@k
+            head on the same problems (``heads/pass1-seed<s>``, ``heads/passk-seed<s>``), evaluated on the same test
+            problems with the same samples, so the frontier test pools the seeds of each head type. Default: none
+            (the heads trained with ``seed`` only).
         n_train, n_validation, n_test (`int`): Disjoint problem sets (at most 441 together: the whole task).
         n_samples (`int`): Samples per problem in evaluation (the k of best@k).
         temperatures (`tuple[float, ...]`): The GLOBAL-T* sweep.
@@ -42,6 +46,7 @@ class ReproduceConfig:
     # The evaluation defaults are `logitmlp eval`'s and `logitmlp sweep`'s (evaluation/settings.py).
     output_dir: str = "outputs/reproduce"
     seed: int = _EVAL.seed
+    training_seeds: tuple[int, ...] = ()
     n_train: int = 309
     n_validation: int = _EVAL.n_validation
     n_test: int = _EVAL.n_test
@@ -87,6 +92,12 @@ class ReproduceConfig:
 
     def __post_init__(self) -> None:
         self.temperatures = tuple(sorted({float(t) for t in self.temperatures}))
+        self.training_seeds = tuple(int(s) for s in self.training_seeds)
+        if len(set(self.training_seeds)) != len(self.training_seeds) or self.seed in self.training_seeds:
+            raise ValueError(
+                f"training_seeds must be distinct and differ from seed={self.seed} (its heads are heads/pass1 and "
+                f"heads/passk), got {list(self.training_seeds)}"
+            )
         total = self.n_train + self.n_validation + self.n_test
         if total > N_ARITHMETIC_PROBLEMS:
             raise ValueError(
@@ -109,6 +120,7 @@ class ReproduceConfig:
         """What the run measures with, in the order ``logitmlp reproduce`` prints it first."""
         keys = (
             "seed",
+            "training_seeds",
             "n_train",
             "n_validation",
             "n_test",
@@ -142,6 +154,14 @@ class RunPaths:
         self.analysis = root / "analysis"
         self.lora, self.lora_head = root / "lora" / "adapter", root / "lora" / "head-passk"
         self.lora_eval = root / "lora" / "results.json"
+
+    def seed_head(self, key: str, seed: int) -> Path:
+        """The head repo of head type ``key`` (``pass1``/``passk``) trained with an extra training seed."""
+        return self.root / "heads" / f"{key}-seed{seed}"
+
+    def seed_eval(self, seeds: tuple[int, ...]) -> Path:
+        """The evaluation of the extra seeds' heads (named by the seeds: adding one evaluates them again)."""
+        return self.root / "eval" / f"seeds-{'-'.join(str(s) for s in seeds)}.json"
 
 
 __all__ = ["N_ARITHMETIC_PROBLEMS", "ReproduceConfig", "RunPaths"]

@@ -41,7 +41,7 @@ import torch
 
 from ..heads.registry import decoding_head_type
 from .config import N_ARITHMETIC_PROBLEMS, ReproduceConfig, RunPaths  # noqa: F401
-from .report import HEAD_POLICY_NAMES, STACKED_NAME, write_results
+from .report import HEAD_POLICY_NAMES, STACKED_NAME, seed_policy_name, write_results
 
 
 __all__ = ["ReproduceConfig", "reproduce"]
@@ -59,9 +59,15 @@ def problem_sets(config: ReproduceConfig):
 
 # ------------------------------------------------------------------------------------------------------ training
 def training_arguments(
-    config: ReproduceConfig, output_dir: Path, objective: str, max_steps: int | None = None, progress: bool = True
+    config: ReproduceConfig,
+    output_dir: Path,
+    objective: str,
+    max_steps: int | None = None,
+    progress: bool = True,
+    seed: int | None = None,
 ):
-    """The heads' `DecodingHeadGRPOConfig` (the same recipe as ``trainers/configs/smollm2_arith_*.yaml``)."""
+    """The heads' `DecodingHeadGRPOConfig` (the same recipe as ``trainers/configs/smollm2_arith_*.yaml``), trained
+    with ``seed`` (default: ``config.seed``)."""
     from ..trainer.config import DecodingHeadGRPOConfig
 
     return DecodingHeadGRPOConfig(
@@ -88,7 +94,7 @@ def training_arguments(
         save_steps=10,
         save_total_limit=1,
         report_to=["tensorboard"],
-        seed=config.seed,
+        seed=config.seed if seed is None else seed,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress,
         head_slope_bound=config.slope_bound,
@@ -107,10 +113,11 @@ def train_head(
     head_dir: Path,
     run_dir: Path | None = None,
     progress: bool = True,
+    seed: int | None = None,
 ) -> Path:
     """Train one head in ``run_dir`` (checkpoints, logs, ``log_history.json``; default ``<head_dir>-training``),
     resuming from its newest complete checkpoint, and save the head-only repo (config, weights, card) to
-    ``head_dir``."""
+    ``head_dir``. ``seed``: the training seed (default: ``config.seed``)."""
     from ..tasks.rewards import MathVerifyReward
     from ..trainer.grpo_trainer import DecodingHeadGRPOTrainer
 
@@ -118,7 +125,7 @@ def train_head(
     trainer = DecodingHeadGRPOTrainer(
         model=model,
         reward_funcs=MathVerifyReward(),
-        args=training_arguments(config, run_dir, objective, progress=progress),
+        args=training_arguments(config, run_dir, objective, progress=progress, seed=seed),
         train_dataset=train_dataset,
     )
     # the newest checkpoint holding everything this run's resume reads (its rollout state included), or none
@@ -272,6 +279,18 @@ def reproduce(
             config, EMBEDDED_MODEL_ID, train, objective, getattr(paths, key), paths.training / key, progress
         )
 
+    def stage_train_seed(key: str, objective: str, seed: int) -> Callable[[], None]:
+        return lambda: train_head(
+            config,
+            EMBEDDED_MODEL_ID,
+            train,
+            objective,
+            paths.seed_head(key, seed),
+            paths.training / f"{key}-seed{seed}",
+            progress,
+            seed=seed,
+        )
+
     def stage_sweep() -> None:
         base, tokenizer = load_embedded_model()
         sweep = global_temperature_sweep(
@@ -298,6 +317,22 @@ def reproduce(
             **_evaluate_kwargs(config, progress),
         )
         write_evaluated_cards(config, paths, results, sum(p.numel() for p in base.parameters()))
+
+    def stage_eval_seeds() -> None:
+        base, tokenizer = load_embedded_model()
+        policies = [
+            DecodingPolicy(name=seed_policy_name(key, seed), kind="head", head=str(paths.seed_head(key, seed)))
+            for seed in config.training_seeds
+            for key in ("pass1", "passk")
+        ]
+        evaluate(
+            base,
+            tokenizer,
+            test,
+            policies,
+            results_path=paths.seed_eval(config.training_seeds),
+            **_evaluate_kwargs(config, progress),
+        )
 
     def stage_analyze() -> None:
         from ..analysis.per_token import analyze_rollouts, load_rollouts
@@ -355,6 +390,16 @@ def reproduce(
             stage_train("passk", "pass@k"),
             f"train the pass@{config.pass_k} head ({config.train_steps} steps)",
         ),
+        *(
+            _Stage(
+                f"train-{key}-seed{seed}",
+                paths.seed_head(key, seed) / head_weights,
+                stage_train_seed(key, objective, seed),
+                f"train the {objective} head with training seed {seed} ({config.train_steps} steps)",
+            )
+            for seed in config.training_seeds
+            for key, objective in (("pass1", "pass@1"), ("passk", "pass@k"))
+        ),
         _Stage(
             "sweep",
             paths.sweep,
@@ -363,6 +408,19 @@ def reproduce(
             f"{config.n_test} test problems",
         ),
         _Stage("eval", paths.eval, stage_eval, f"the heads on {config.n_test} test problems × {config.n_samples}"),
+        *(
+            [
+                _Stage(
+                    "eval-seeds",
+                    paths.seed_eval(config.training_seeds),
+                    stage_eval_seeds,
+                    f"the heads of training seeds {', '.join(map(str, config.training_seeds))} on the same problems "
+                    "and samples",
+                )
+            ]
+            if config.training_seeds
+            else []
+        ),
         _Stage(
             "analyze",
             paths.analysis / "pass1" / "summary.json",
@@ -399,5 +457,6 @@ def reproduce(
 
     sweep = SweepResults.load(paths.sweep)
     heads = EvalResults.load(paths.eval)
+    seed_heads = EvalResults.load(paths.seed_eval(config.training_seeds)) if config.training_seeds else None
     lora = EvalResults.load(paths.lora_eval) if config.with_lora else None
-    return write_results(config, paths, sweep, heads, lora, timings, command=command)
+    return write_results(config, paths, sweep, heads, lora, timings, command=command, seed_heads=seed_heads)

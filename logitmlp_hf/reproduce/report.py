@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..analysis.viewer import VIEWER_FILE
-from ..evaluation.frontier import FrontierGap, frontier_gap
+from ..evaluation.frontier import FrontierGap, frontier_gap, pooled_frontier_gap
 from ..evaluation.metrics import MetricValue, paired_difference
 from ..evaluation.results import EvalResults, PolicyResults, library_versions
 from ..evaluation.sweep import SweepResults, pareto_plot, temperature_policy
@@ -29,7 +29,7 @@ from ..evaluation.sweep import SweepResults, pareto_plot, temperature_policy
 if TYPE_CHECKING:
     from .config import ReproduceConfig, RunPaths
 
-__all__ = ["CLAIMS", "frontier_result_line", "machine_description", "write_results"]
+__all__ = ["CLAIMS", "frontier_result_line", "machine_description", "seed_policy_name", "write_results"]
 
 # The source's Table-1 claims for Qwen3-1.7B (docs/method.md §4), as (row, metric, direction vs GLOBAL-T*).
 CLAIMS: tuple[tuple[str, str, str], ...] = (
@@ -50,6 +50,11 @@ COLUMN_TITLES = {
 HEAD_POLICY_NAMES = {"pass1": "LogitMLP (pass@1)", "passk": "LogitMLP (pass@k)"}
 LORA_NAME = "LoRA GRPO (pass@1)"
 STACKED_NAME = "LoRA + LogitMLP (pass@k)"
+
+
+def seed_policy_name(key: str, seed: int) -> str:
+    """The evaluation name of the head of type ``key`` trained with an extra training seed."""
+    return f"{HEAD_POLICY_NAMES[key]}, training seed {seed}"
 
 
 def machine_description() -> dict[str, Any]:
@@ -161,8 +166,10 @@ def write_results(
     lora: EvalResults | None,
     timings: Mapping[str, float],
     command: str | None = None,
+    seed_heads: EvalResults | None = None,
 ) -> Path:
-    """Write ``results.md``, ``results.txt`` and ``results.json`` under ``paths.root``; return ``results.md``."""
+    """Write ``results.md``, ``results.txt`` and ``results.json`` under ``paths.root``; return ``results.md``.
+    ``seed_heads``: the heads of ``config.training_seeds``, pooled with the main heads in the frontier test."""
     root = paths.root
     k = config.n_samples
     if sweep.test is None or sweep.best is None:
@@ -212,19 +219,22 @@ def write_results(
         for r in sweep.test.policies.values()
         if r.policy.kind == "temperature"
     }
-    frontier = (
-        {
-            key: frontier_gap(
-                [p["correct"] for p in heads[HEAD_POLICY_NAMES[key]].problems],
-                sweep_correct,
-                n_resamples=config.n_resamples,
-                seed=config.seed,
+    # With more training seeds, each head type's test pools its seeds (the problems resampled jointly for all).
+    frontier: dict[str, FrontierGap] = {}
+    frontier_by_seed: dict[str, dict[int, FrontierGap]] = {}
+    if len(sweep_correct) >= 2:
+        for key in ("pass1", "passk"):
+            by_seed = {config.seed: heads[HEAD_POLICY_NAMES[key]]}
+            for seed in config.training_seeds if seed_heads is not None else ():
+                by_seed[seed] = seed_heads[seed_policy_name(key, seed)]
+            correct = {seed: [p["correct"] for p in r.problems] for seed, r in by_seed.items()}
+            test = dict(n_resamples=config.n_resamples, seed=config.seed)
+            frontier_by_seed[key] = {seed: frontier_gap(c, sweep_correct, **test) for seed, c in correct.items()}
+            frontier[key] = (
+                pooled_frontier_gap(list(correct.values()), sweep_correct, **test)
+                if len(correct) > 1
+                else frontier_by_seed[key][config.seed]
             )
-            for key in ("pass1", "passk")
-        }
-        if len(sweep_correct) >= 2
-        else {}
-    )
 
     # Plots.
     plots = root / "plots"
@@ -263,6 +273,9 @@ def write_results(
         "differences_vs_global_t_star": {n: {m: v.to_dict() for m, v in d.items()} for n, d in diffs.items()},
         "claims": [dict(zip(("claim", "difference", "verdict"), c)) for c in claims],
         "frontier": {key: g.to_dict() for key, g in frontier.items()},
+        "frontier_by_training_seed": {
+            key: {str(seed): g.to_dict() for seed, g in gaps.items()} for key, gaps in frontier_by_seed.items()
+        },
         "training_reward": dict(curves),
         "analysis": {n: _analysis_headline(a) for n, a in analyses.items()},
         "timings_seconds": dict(timings),
@@ -310,10 +323,37 @@ def write_results(
         command,
         frontier,
         viewers={key: path.relative_to(root).as_posix() for key, path in viewers.items()},
+        frontier_by_seed=frontier_by_seed,
     )
     path = root / "results.md"
     path.write_text(md, encoding="utf-8")
     return path
+
+
+def _frontier_rows(
+    frontier: Mapping[str, FrontierGap], by_seed: Mapping[str, Mapping[int, FrontierGap]]
+) -> list[tuple[str, FrontierGap]]:
+    """The frontier table's rows: each head type, or each of its training seeds and then their pooled test."""
+    rows = []
+    for key, gap in frontier.items():
+        seeds = by_seed.get(key, {})
+        if len(seeds) > 1:
+            rows += [(f"{key}, training seed {seed}", g) for seed, g in seeds.items()]
+            rows.append((f"{key}, pooled over {len(seeds)} training seeds", gap))
+        else:
+            rows.append((key, gap))
+    return rows
+
+
+def _frontier_row(name: str, g: FrontierGap) -> list[str]:
+    return [
+        name,
+        f"{g.policy_point[0]:.3f}",
+        f"{g.policy_point[1]:.3f}",
+        f"{g.frontier_at_policy:.3f}",
+        f"{g.gap.value:+.3f} [{g.gap.ci_low:+.3f}, {g.gap.ci_high:+.3f}]",
+        g.verdict + (" (above the grid's accuracy range)" if g.beyond_range else ""),
+    ]
 
 
 def frontier_result_line(task: str, head: str, gap: FrontierGap) -> str:
@@ -361,6 +401,7 @@ def _markdown(
     command,
     frontier: Mapping[str, FrontierGap],
     viewers: Mapping[str, str] | None = None,
+    frontier_by_seed: Mapping[str, Mapping[int, FrontierGap]] | None = None,
 ) -> str:
     k = config.n_samples
     val = sweep.validation
@@ -391,7 +432,13 @@ def _markdown(
         f"{config.n_validation} validation (selects T*), {config.n_test} test (every number below). "
         f"{k} samples per problem, at most {config.max_new_tokens} new tokens. Heads: {config.train_steps} DAPO "
         f"steps of {config.prompts_per_step} prompts × {config.num_generations} rollouts, lr {config.learning_rate:g}; "
-        f"pass@k uses k = {config.pass_k}.",
+        f"pass@k uses k = {config.pass_k}."
+        + (
+            f" Training seeds: {', '.join(str(s) for s in (config.seed, *config.training_seeds))} (Table 1 shows seed "
+            f"{config.seed}'s heads; the frontier test below lists every seed and pools them)."
+            if config.training_seeds
+            else ""
+        ),
         "",
         "## Table 1",
         "",
@@ -415,17 +462,7 @@ def _markdown(
         "",
         _md_table(
             ["head", "mean acc", f"best@{k}", f"frontier best@{k} there", "gap", "verdict"],
-            [
-                [
-                    name,
-                    f"{g.policy_point[0]:.3f}",
-                    f"{g.policy_point[1]:.3f}",
-                    f"{g.frontier_at_policy:.3f}",
-                    f"{g.gap.value:+.3f} [{g.gap.ci_low:+.3f}, {g.gap.ci_high:+.3f}]",
-                    g.verdict + (" (above the grid's accuracy range)" if g.beyond_range else ""),
-                ]
-                for name, g in frontier.items()
-            ],
+            [_frontier_row(name, g) for name, g in _frontier_rows(frontier, frontier_by_seed or {})],
         ),
         "",
         "```",
