@@ -137,12 +137,11 @@ def frontier_gap(
     Returns:
         [`FrontierGap`].
     """
-    temperatures = sorted(sweep_correct)
-    return frontier_gap_from_values(
-        (_per_problem(policy_correct, along), _per_problem(policy_correct, metric)),
-        [(_per_problem(sweep_correct[t], along), _per_problem(sweep_correct[t], metric)) for t in temperatures],
-        metric=metric,
-        along=along,
+    return pooled_frontier_gap(
+        [policy_correct],
+        sweep_correct,
+        metric,
+        along,
         n_resamples=n_resamples,
         confidence=confidence,
         seed=seed,
