@@ -65,3 +65,4 @@ def test_each_command_prints_its_settings_first(argv, target, expected, monkeypa
 
 def test_format_settings():
     assert format_settings({"a": 1, "t": (0.5, 1.0), "s": "x"}) == "settings: a=1 t=0.5,1 s=x"
+    assert format_settings({"seeds": ()}) == "settings: seeds=none"

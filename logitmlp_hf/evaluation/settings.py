@@ -79,7 +79,7 @@ def format_settings(settings: dict[str, Any]) -> str:
 
     def show(value: Any) -> str:
         if isinstance(value, (list, tuple)):
-            return ",".join(show(v) for v in value)
+            return ",".join(show(v) for v in value) or "none"
         return f"{value:g}" if isinstance(value, float) else str(value)
 
     return "settings: " + " ".join(f"{k}={show(v)}" for k, v in settings.items())
