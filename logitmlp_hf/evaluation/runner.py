@@ -253,17 +253,22 @@ class _PolicyModels:
         return self._heads[policy.head]
 
 
+def _absorbs_user_rule(policy: DecodingPolicy, model) -> bool:
+    """Whether the policy's head composes the policy's temperature/top-p with its own rule (AutoDeco's released
+    composition) instead of having them applied as warpers after it."""
+    return policy.kind == "head" and model.decoding_head.absorbs_user_rule and not policy.greedy
+
+
 def _decodes_row_by_row(policy: DecodingPolicy, model) -> bool:
     """Whether [`sample_completions`] computes this policy's samples: its processors treat rows independently (every
     policy but the baselines, whose processors may see a problem's rows together) and a head, if any, decides per
-    token without a decoding context (one that does is given its budgets by the wrapper's ``generate``)."""
+    token without a decoding context (one that does is given its budgets by the wrapper's ``generate``) and without
+    absorbing the policy's rule (it gets it through ``generate``'s ``user_rule``)."""
     if policy.kind == "baseline":
         return False
     if policy.kind == "head":
         head = model.decoding_head
-        # a head that composes the policy's temperature/top-p into its rule gets them through generate's user_rule
-        absorbs = head.absorbs_user_rule and not policy.greedy
-        return bool(head.per_token and not head.uses_context and not absorbs)
+        return bool(head.per_token and not head.uses_context and not _absorbs_user_rule(policy, model))
     return True
 
 
@@ -409,8 +414,8 @@ def evaluate(
     try:
         for policy in policies:
             model = models.get(policy)
-            # A head that composes the policy's temperature/top-p with its own gets them as its rule, not as warpers.
-            absorbed = policy.kind == "head" and model.decoding_head.absorbs_user_rule and not policy.greedy
+            absorbed = _absorbs_user_rule(policy, model)
+            row_by_row = _decodes_row_by_row(policy, model)
             rows_per_problem = 1 if policy.greedy else n_samples
             completions: dict[int, list[list[int]]] = {}
             gen_seconds = 0.0
@@ -419,7 +424,7 @@ def evaluate(
                 rows = [(pid, s) for pid in batch for s in range(rows_per_problem)]
                 seeds = None if policy.greedy else [sample_seed(seed, pid, s) for pid, s in rows]
                 start = time.perf_counter()
-                if _decodes_row_by_row(policy, model):
+                if row_by_row:
                     # The evaluation's own loop: one prefill per problem, finished rows leave the batch.
                     generated = sample_completions(
                         model,

@@ -274,21 +274,13 @@ def reproduce(
     def head_policy(key: str) -> DecodingPolicy:
         return DecodingPolicy(name=HEAD_POLICY_NAMES[key], kind="head", head=str(getattr(paths, key)))
 
-    def stage_train(key: str, objective: str) -> Callable[[], None]:
-        return lambda: train_head(
-            config, EMBEDDED_MODEL_ID, train, objective, getattr(paths, key), paths.training / key, progress
+    def stage_train(key: str, objective: str, seed: int | None = None) -> Callable[[], None]:
+        """Train head type ``key``: with ``config.seed`` (``seed=None``) or an extra training seed."""
+        head_dir, run_name = (
+            (getattr(paths, key), key) if seed is None else (paths.seed_head(key, seed), f"{key}-seed{seed}")
         )
-
-    def stage_train_seed(key: str, objective: str, seed: int) -> Callable[[], None]:
         return lambda: train_head(
-            config,
-            EMBEDDED_MODEL_ID,
-            train,
-            objective,
-            paths.seed_head(key, seed),
-            paths.training / f"{key}-seed{seed}",
-            progress,
-            seed=seed,
+            config, EMBEDDED_MODEL_ID, train, objective, head_dir, paths.training / run_name, progress, seed=seed
         )
 
     def stage_sweep() -> None:
@@ -394,7 +386,7 @@ def reproduce(
             _Stage(
                 f"train-{key}-seed{seed}",
                 paths.seed_head(key, seed) / head_weights,
-                stage_train_seed(key, objective, seed),
+                stage_train(key, objective, seed),
                 f"train the {objective} head with training seed {seed} ({config.train_steps} steps)",
             )
             for seed in config.training_seeds
