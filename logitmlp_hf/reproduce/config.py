@@ -22,8 +22,8 @@ class ReproduceConfig:
         seed (`int`): Seeds the problems, the training runs and the evaluation samples.
         training_seeds (`tuple[int, ...]`): More training seeds: each trains one more pass@1 and one more pass@k
             head on the same problems (``heads/pass1-seed<s>``, ``heads/passk-seed<s>``), evaluated on the same test
-            problems with the same samples, so the frontier test pools the seeds of each head type. Default: none
-            (the heads trained with ``seed`` only).
+            problems with the same samples, so the frontier test pools the seeds of each head type. Empty: only the
+            heads trained with ``seed``.
         n_train, n_validation, n_test (`int`): Disjoint problem sets (at most 441 together: the whole task).
         n_samples (`int`): Samples per problem in evaluation (the k of best@k).
         temperatures (`tuple[float, ...]`): The GLOBAL-T* sweep.
