@@ -11,7 +11,7 @@ stand-in for the Hub for the ``push_to_hub`` lines), as a step of their own.
     python benchmarks/readme_walkthrough.py                       # everything, the quick start's install included
     python benchmarks/readme_walkthrough.py --skip "logitmlp reproduce" --skip "python -m pytest -q"
 
-``--skip SUBSTRING`` leaves out the commands that contain it (reported as skipped, "asked"); the skipped commands'
+``--skip COMMAND`` leaves out the command that is exactly COMMAND (reported as skipped, "asked"); the skipped commands'
 outputs must then already be there (e.g. ``outputs/reproduce`` for ``logitmlp analyze``). Commands that cannot run
 on a CPU machine without the Hub are skipped with their reason (``NEEDS``). Each command's output goes to
 ``<log-dir>/NN.log``; the table goes to stdout, followed by ``RESULT walkthrough_failed=<n>``,
@@ -118,7 +118,7 @@ def cpu_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip", action="append", default=[], help="leave out commands containing this substring")
+    parser.add_argument("--skip", action="append", default=[], help="leave out this exact command")
     parser.add_argument("--log-dir", default="outputs/walkthrough", help="one log per command (default: %(default)s)")
     parser.add_argument(
         "--no-snippets", action="store_true", help="do not run the README's and cards' Python snippets"
@@ -147,7 +147,7 @@ def main() -> None:
         steps.append(Step(0, 'python -m pytest -q tests/test_snippets.py -k "python_snippets"'))
 
     for number, step in enumerate(steps, start=1):
-        asked = next((s for s in args.skip if s in step.command), None)
+        asked = " ".join(step.command.split()) in {" ".join(s.split()) for s in args.skip}
         need = next((why for key, why in NEEDS.items() if key in step.command), None)
         if asked or need:
             step.reason = "asked" if asked else f"needs {need}"
