@@ -1,6 +1,8 @@
 """Launched by tests/test_recipes.py with `accelerate launch --cpu --num_processes 2`: train a head for two steps on a
 tiny model and dump each rank's head, so the test can check DDP kept the replicas identical."""
 
+import json
+import os
 import sys
 
 import torch
@@ -17,11 +19,16 @@ def reward(completions, **kwargs):
 
 def main(out: str) -> None:
     prompts = [[{"role": "user", "content": f"Say {i}"}] for i in range(32)]
+    # The ranks hold different numbers of completion tokens, as real rollouts do (EOS at different steps): every
+    # collective must then still exchange equal shapes (gloo aborts otherwise).
+    rank_env = int(os.environ.get("RANK", "0"))
     args = LogitMLPGRPOConfig(
         output_dir=out,
         per_device_train_batch_size=4,
         num_generations=4,
-        max_completion_length=8,
+        max_completion_length=8 - 2 * rank_env,
+        dynamic_sampling=True,
+        dynamic_sampling_extra_prompts=1,
         max_steps=2,
         learning_rate=0.05,
         report_to=[],
@@ -46,7 +53,14 @@ def main(out: str) -> None:
     save_file(
         {k: v.contiguous() for k, v in head.items()},
         f"{out}/head_rank{rank}.safetensors",
-        metadata={"changed": str(changed), "world_size": str(trainer.accelerator.num_processes)},
+        metadata={
+            "changed": str(changed),
+            "world_size": str(trainer.accelerator.num_processes),
+            # what every rank logged: the warp's metrics are over all ranks' tokens, so the ranks must agree
+            "warp_logs": json.dumps(
+                [{k: v for k, v in log.items() if k.startswith("warp/")} for log in trainer.state.log_history]
+            ),
+        },
     )
     # As the recipe does: a gloo group left to interpreter teardown can abort a rank (SIGABRT) after training.
     trainer.end()

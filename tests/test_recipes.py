@@ -1,5 +1,6 @@
 """The launchable recipes: multi-process CPU training, kill-and-resume of the real script, Hub pushes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -31,7 +32,8 @@ def _env():
 @pytest.mark.slow
 def test_two_cpu_processes_keep_identical_heads(tmp_path):
     """Two CPU processes (gloo DDP) through the repo's accelerate config: the head's gradients must be all-reduced,
-    so both replicas end identical although each rank trained on different prompts."""
+    so both replicas end identical although each rank trained on different prompts, with dynamic sampling and with
+    different numbers of completion tokens per rank (the warp metrics are then gathered over both: equal logs)."""
     import socket
 
     with socket.socket() as s:  # a free port: the default 29500 may still be held by another run's rendezvous
@@ -51,9 +53,14 @@ def test_two_cpu_processes_keep_identical_heads(tmp_path):
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     heads = [load_file(tmp_path / f"head_rank{r}.safetensors") for r in (0, 1)]
+    logs = []
     for rank in (0, 1):
         with safe_open(tmp_path / f"head_rank{rank}.safetensors", "pt") as f:
-            assert f.metadata() == {"changed": "True", "world_size": "2"}
+            metadata = f.metadata()
+        assert {k: metadata[k] for k in ("changed", "world_size")} == {"changed": "True", "world_size": "2"}
+        logs.append(json.loads(metadata["warp_logs"]))
+    assert any("warp/kl_to_base" in log for log in logs[0]), logs[0]
+    assert logs[0] == logs[1]
     for key in heads[0]:
         assert torch.equal(heads[0][key], heads[1][key]), f"{key} differs between ranks: gradients were not synced"
 

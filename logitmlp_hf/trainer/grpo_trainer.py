@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Sized
@@ -471,14 +472,20 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         head = self.accelerator.unwrap_model(self.model).decoding_head
         spread = head.log_values(policy.decisions, LogitFeatures.unpack(features))
         for name, tensor in {"warp/kl_to_base": policy.kl_to_base, "warp/entropy": policy.entropy, **spread}.items():
-            gathered = self.accelerator.gather(tensor[valid].float().contiguous().view(-1, 1)).view(-1)
-            if gathered.numel() == 0:
+            # Count, sum and sum of squares per process: every process gathers the same shape (gloo's all_gather
+            # aborts on unequal sizes, and processes hold different numbers of completion tokens).
+            values = tensor[valid].float()
+            moments = torch.stack([values.new_tensor(values.numel()), values.sum(), values.square().sum()])
+            count, total, squares = self.accelerator.gather(moments.view(1, 3)).sum(0).tolist()
+            if count == 0:
                 continue
+            mean = total / count
             if name in spread:
-                metrics[f"{name}_mean"].append(gathered.mean().item())
-                metrics[f"{name}_std"].append(gathered.std().item() if gathered.numel() > 1 else 0.0)
+                variance = max(squares - count * mean * mean, 0.0) / (count - 1) if count > 1 else 0.0
+                metrics[f"{name}_mean"].append(mean)
+                metrics[f"{name}_std"].append(math.sqrt(variance))
             else:
-                metrics[name].append(gathered.mean().item())
+                metrics[name].append(mean)
 
     # ------------------------------------------------------------------------------------- dynamic sampling
     def _dynamic_sampling(self, out: dict[str, Any], n_groups: int) -> dict[str, Any]:
