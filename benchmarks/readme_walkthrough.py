@@ -50,6 +50,7 @@ class Step:
     returncode: int | None = None
     seconds: float = 0.0
     max_silence: float = 0.0
+    silent_after: str = ""
 
 
 def bash_commands(readme: Path) -> list[tuple[int, str]]:
@@ -78,10 +79,11 @@ def quick_start_parts(command: str) -> list[str]:
     return [command]
 
 
-def run(command: str, root: Path, env: dict[str, str], log: Path) -> tuple[int, float, float]:
-    """(exit status, seconds, longest silence in seconds) of ``bash -c command``, its output teed to ``log``."""
+def run(command: str, root: Path, env: dict[str, str], log: Path) -> tuple[int, float, float, str]:
+    """(exit status, seconds, longest silence in seconds, the output line it followed) of ``bash -c command``, its
+    output teed to ``log``."""
     start = last = time.monotonic()
-    longest = 0.0
+    longest, tail, silent_after = 0.0, b"", ""
     with log.open("wb") as sink:
         sink.write(f"$ {command}\n".encode())
         process = subprocess.Popen(
@@ -99,12 +101,22 @@ def run(command: str, root: Path, env: dict[str, str], log: Path) -> tuple[int, 
                     open_streams -= 1
                     continue
                 now = time.monotonic()
-                longest, last = max(longest, now - last), now
+                if now - last > longest:
+                    longest, silent_after = now - last, last_line(tail)
+                last, tail = now, (tail + chunk)[-400:]
                 sink.write(chunk)
                 sink.flush()
         returncode = process.wait()
     end = time.monotonic()
-    return returncode, end - start, max(longest, end - last)
+    if end - last > longest:
+        longest, silent_after = end - last, last_line(tail)
+    return returncode, end - start, longest, silent_after
+
+
+def last_line(output: bytes) -> str:
+    """The last non-empty line (or tqdm redraw) of some output."""
+    lines = [p.strip() for p in re.split(r"[\r\n]", output.decode(errors="replace")) if p.strip()]
+    return lines[-1][-100:] if lines else "(no output yet)"
 
 
 def cpu_name() -> str:
@@ -154,23 +166,27 @@ def main() -> None:
             print(f"[{number}/{len(steps)}] skipped ({step.reason}): {step.command}", file=sys.stderr, flush=True)
             continue
         print(f"[{number}/{len(steps)}] {step.command}", file=sys.stderr, flush=True)
-        step.returncode, step.seconds, step.max_silence = run(step.command, root, env, log_dir / f"{number:02d}.log")
+        step.returncode, step.seconds, step.max_silence, step.silent_after = run(
+            step.command, root, env, log_dir / f"{number:02d}.log"
+        )
         step.status = "ok" if step.returncode == 0 else "FAILED"
         print(
-            f"[{number}/{len(steps)}] {step.status} in {step.seconds:.0f} s, longest silence {step.max_silence:.0f} s",
+            f"[{number}/{len(steps)}] {step.status} in {step.seconds:.0f} s, longest silence {step.max_silence:.0f} s "
+            f"after {step.silent_after!r}",
             file=sys.stderr,
             flush=True,
         )
 
     ran = [s for s in steps if s.status != "skipped"]
     print(f"README walkthrough in {root} ({cpu_name()}, {os.cpu_count()} CPUs)")
-    print("| # | README line | command | status | s | longest silence s |")
-    print("|---|---|---|---|---|---|")
+    print("| # | README line | command | status | s | longest silence s | it followed |")
+    print("|---|---|---|---|---|---|---|")
     for number, s in enumerate(steps, start=1):
         shown = re.sub(r"\s+", " ", s.command).replace("|", "\\|")
         status = s.status if s.status != "skipped" else f"skipped: {s.reason}"
+        after = s.silent_after.replace("|", "/")
         print(
-            f"| {number} | {s.line or 'Python blocks'} | `{shown}` | {status} | {s.seconds:.0f} | {s.max_silence:.0f} |"
+            f"| {number} | {s.line or 'Python'} | `{shown}` | {status} | {s.seconds:.0f} | {s.max_silence:.0f} | {after} |"
         )
     print(f"RESULT walkthrough_failed={sum(s.status == 'FAILED' for s in ran)}")
     print(f"RESULT walkthrough_max_silence_s={max((s.max_silence for s in ran), default=0.0):.1f}")

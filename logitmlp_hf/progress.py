@@ -3,12 +3,15 @@
 Every function that shows one takes ``progress: bool`` (``False`` turns it off); ``TQDM_DISABLE=1`` in the
 environment turns off all of them (tqdm's own switch). On a terminal the bar redraws as usual. Elsewhere (a log
 file, CI, a pipe) tqdm would append a new state every 0.1 s; here it writes one at most every
-:data:`NON_TTY_MININTERVAL` seconds (and at the end), so a log stays readable and still shows the rate and ETA.
+:data:`NON_TTY_MININTERVAL` seconds (and at the end), so a log stays readable and still shows the rate and ETA. It also
+writes one at least that often: a unit of work (a batch of problems) can take longer than the interval, and tqdm only
+writes when a unit ends, so a heartbeat thread redraws a bar that has been quiet for an interval (elapsed time moving).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,10 +42,36 @@ def progress_bar(
         tqdm_kwargs: Other tqdm options (they win over the defaults here).
     """
     stream = sys.stderr
-    on_terminal = bool(getattr(stream, "isatty", lambda: False)())
-    if not on_terminal:
-        tqdm_kwargs.setdefault("mininterval", NON_TTY_MININTERVAL)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, **tqdm_kwargs)
+    if bool(getattr(stream, "isatty", lambda: False)()):
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, **tqdm_kwargs)
+    tqdm_kwargs.setdefault("mininterval", NON_TTY_MININTERVAL)
+    return _LogBar(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, **tqdm_kwargs)
+
+
+class _LogBar(tqdm):
+    """A bar off a terminal: besides tqdm's writes when units end, a redraw whenever it has been quiet for
+    ``mininterval`` seconds, from a daemon thread that stops when the bar closes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._closed = threading.Event()
+        if not self.disable:
+            threading.Thread(target=self._heartbeat, name="logitmlp-progress", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._closed.wait(self.mininterval / 2):
+            if self._time() - self.last_print_t >= self.mininterval:
+                # tqdm's own lock: no redraw interleaves with an update's
+                with self._lock:
+                    if self._closed.is_set() or self.disable:
+                        return
+                    self.refresh(nolock=True)
+                    self.last_print_t = self._time()
+
+    def close(self) -> None:
+        if hasattr(self, "_closed"):
+            self._closed.set()
+        super().close()
 
 
 __all__ = ["NON_TTY_MININTERVAL", "progress_bar"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 
 from conftest import char_tokenizer, tiny_llama
 from test_analysis import _model, _rollouts
@@ -47,3 +48,18 @@ def test_bar_off_a_terminal_writes_a_state_at_most_every_few_seconds(capsys):
         for _ in range(3):
             bar.update()
     assert _final_bar("x", 3).search(capsys.readouterr().err)
+
+
+def test_bar_off_a_terminal_is_redrawn_while_a_unit_of_work_runs_long(capsys):
+    """A batch longer than the interval must not leave the log silent: the bar is redrawn with the time elapsed."""
+    with progress_bar(total=2, desc="slow", mininterval=0.2) as bar:
+        bar.update()
+        capsys.readouterr()
+        time.sleep(1.0)  # one unit of work 5 intervals long
+        during = capsys.readouterr().err
+        bar.update()
+    assert during.count("slow:  50%") >= 2, during
+    time.sleep(0.5)  # closed: the heartbeat has stopped
+    after_close = capsys.readouterr().err
+    time.sleep(0.5)
+    assert capsys.readouterr().err == "", after_close
