@@ -22,6 +22,7 @@ import torch
 
 from logitmlp_hf import LogitMLPForCausalLM
 from logitmlp_hf.hub.offline_model import load_embedded_model
+from logitmlp_hf.progress import progress_bar
 
 
 PROMPTS = [f"What is {a} + {b}?" for a, b in [(14, 15), (3, 19), (7, 8), (12, 9), (20, 5), (6, 17), (11, 11), (2, 13)]]
@@ -65,20 +66,26 @@ def main() -> None:
     )
     print(f"{'batch':>5} {'plain tok/s':>12} {'head tok/s':>11} {'ratio':>7}")
     ratios = {}
+    # on stderr, so the table on stdout stays clean
+    bar = progress_bar(total=len(args.batch_sizes) * (1 + args.repeats), desc="bench_generate", unit="run")
     for batch_size in args.batch_sizes:
+        bar.set_postfix_str(f"batch {batch_size}")
         inputs = _inputs(tokenizer, batch_size)
         with model.disable_head():  # warm-up: first calls allocate caches and pick kernels
             _time_generate(model, inputs, 8, pad)
         _time_generate(model, inputs, 8, pad)
+        bar.update()
         plain, head = [], []
         for _ in range(args.repeats):
             with model.disable_head():
                 plain.append(_time_generate(model, inputs, args.new_tokens, pad))
             head.append(_time_generate(model, inputs, args.new_tokens, pad))
+            bar.update()
         t_plain, t_head = statistics.median(plain), statistics.median(head)
         tokens = batch_size * args.new_tokens
         ratios[batch_size] = t_head / t_plain
         print(f"{batch_size:>5} {tokens / t_plain:>12.1f} {tokens / t_head:>11.1f} {ratios[batch_size]:>7.3f}")
+    bar.close()
     for batch_size, ratio in ratios.items():
         print(f"RESULT generate_ratio_batch{batch_size}={ratio:.3f}")
 

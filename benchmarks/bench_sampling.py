@@ -30,6 +30,7 @@ import torch
 from logitmlp_hf.evaluation import evaluate, load_eval_dataset
 from logitmlp_hf.evaluation.runner import prompt_token_ids
 from logitmlp_hf.hub.offline_model import load_embedded_model
+from logitmlp_hf.progress import progress_bar
 
 
 def _eval_sampler(model, tokenizer, dataset, args) -> tuple[int, float]:
@@ -122,10 +123,16 @@ def main() -> None:
     _eval_sampler(model, tokenizer, dataset.select(range(args.batch_size)), small)  # warm-up
     _bare_generate(model, tokenizer, dataset.select(range(args.batch_size)), small)
     rates: dict[str, list[float]] = {"evaluate (seeded Gumbel)": [], "bare generate(do_sample)": []}
-    for _ in range(args.repeats):
-        for name, run in (("evaluate (seeded Gumbel)", _eval_sampler), ("bare generate(do_sample)", _bare_generate)):
-            tokens, seconds = run(model, tokenizer, dataset, args)
-            rates[name].append(tokens / seconds)
+    with progress_bar(total=2 * args.repeats, desc="bench_sampling", unit="run") as bar:  # stderr
+        for _ in range(args.repeats):
+            for name, run in (
+                ("evaluate (seeded Gumbel)", _eval_sampler),
+                ("bare generate(do_sample)", _bare_generate),
+            ):
+                bar.set_postfix_str(name)
+                tokens, seconds = run(model, tokenizer, dataset, args)
+                rates[name].append(tokens / seconds)
+                bar.update()
     vllm = _vllm(tokenizer, dataset, args)
     if vllm is not None:
         rates["vLLM engine"] = [vllm[0] / vllm[1]]

@@ -38,6 +38,7 @@ from trl import GRPOConfig, GRPOTrainer
 from logitmlp_hf import LogitMLPForCausalLM, LogitMLPGRPOConfig, LogitMLPGRPOTrainer
 from logitmlp_hf.hub.offline_model import load_embedded_model
 from logitmlp_hf.logit_summary import LogitSummaryLayout
+from logitmlp_hf.progress import progress_bar
 from logitmlp_hf.tasks.rewards import MathVerifyReward
 
 
@@ -157,11 +158,15 @@ def main() -> None:
     dummy = Dataset.from_dict({"prompt": ["x"] * batch_size})
     reward = lambda completions, **kw: [0.0] * len(completions)  # noqa: E731  (never called: no generation here)
     results = {}
+    # the five phases on stderr (a bar that keeps its elapsed time moving), so stdout holds only the table
+    bar = progress_bar(total=5, desc="bench_train_step", unit="phase")
     with tempfile.TemporaryDirectory() as out:
         base, tokenizer = load_embedded_model()
         model = LogitMLPForCausalLM.from_base_model(base, init_std=0.02)
         timings: dict = {}
+        bar.set_postfix_str("rollouts")
         batch = make_rollouts(model, tokenizer, args.prompts, args.num_generations, args.completion_tokens, timings)
+        bar.update()
         n_tokens = int(batch["completion_mask"].sum())
         print(
             f"rollouts: {batch_size} sequences × {args.completion_tokens} completion tokens = {n_tokens} tokens, "
@@ -179,13 +184,16 @@ def main() -> None:
             head_batch = (
                 batch if path == "summary" else {k: v for k, v in batch.items() if k != "logitmlp_logit_summary"}
             )
+            bar.set_postfix_str(name)
             results[name] = time_steps(head, head_batch, args.repeats)
+            bar.update()
             del head
 
         for name, peft_config in [
             ("TRL GRPO + LoRA r=16 (all linear)", LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")),
             ("TRL GRPO full-parameter", None),
         ]:
+            bar.set_postfix_str(name)
             policy, _ = load_embedded_model()
             trainer = GRPOTrainer(
                 policy,
@@ -198,7 +206,9 @@ def main() -> None:
             results[name] = time_steps(
                 trainer, {k: v for k, v in batch.items() if not k.startswith("logitmlp")}, args.repeats
             )
+            bar.update()
             del trainer, policy
+    bar.close()
 
     print(f"\n{'trainer':<38} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12} {'+MB in step':>12}")
     for name, (seconds, before, peak) in results.items():

@@ -5,7 +5,8 @@ environment turns off all of them (tqdm's own switch). On a terminal the bar red
 file, CI, a pipe) tqdm would append a new state every 0.1 s; here it writes one at most every
 :data:`NON_TTY_MININTERVAL` seconds (and at the end), so a log stays readable and still shows the rate and ETA. It also
 writes one at least that often: a unit of work (a batch of problems) can take longer than the interval, and tqdm only
-writes when a unit ends, so a heartbeat thread redraws a bar that has been quiet for an interval (elapsed time moving).
+writes when a unit ends, so a heartbeat thread redraws a bar that has been quiet for an interval (elapsed time moving;
+on a terminal, every second).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 
 # Seconds between two states of a bar written to something other than a terminal.
 NON_TTY_MININTERVAL = 15.0
+# On a terminal a bar quiet for this long is redrawn (its elapsed time would otherwise freeze).
+TERMINAL_HEARTBEAT = 1.0
 
 
 def progress_bar(
@@ -42,25 +45,30 @@ def progress_bar(
         tqdm_kwargs: Other tqdm options (they win over the defaults here).
     """
     stream = sys.stderr
-    if bool(getattr(stream, "isatty", lambda: False)()):
-        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, **tqdm_kwargs)
-    tqdm_kwargs.setdefault("mininterval", NON_TTY_MININTERVAL)
-    return _LogBar(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, **tqdm_kwargs)
+    on_terminal = bool(getattr(stream, "isatty", lambda: False)())
+    if not on_terminal:
+        tqdm_kwargs.setdefault("mininterval", NON_TTY_MININTERVAL)
+    mininterval = tqdm_kwargs.get("mininterval", 0.1)
+    heartbeat = max(mininterval, TERMINAL_HEARTBEAT) if on_terminal else mininterval
+    return _Bar(
+        iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, heartbeat=heartbeat, **tqdm_kwargs
+    )
 
 
-class _LogBar(tqdm):
-    """A bar off a terminal: besides tqdm's writes when units end, a redraw whenever it has been quiet for
-    ``mininterval`` seconds, from a daemon thread that stops when the bar closes."""
+class _Bar(tqdm):
+    """tqdm, plus a redraw whenever the bar has been quiet for ``heartbeat`` seconds (elapsed time and ETA keep
+    moving while one long unit runs), from a daemon thread that stops when the bar closes."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, heartbeat: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._heartbeat_s = heartbeat
         self._closed = threading.Event()
         if not self.disable:
             threading.Thread(target=self._heartbeat, name="logitmlp-progress", daemon=True).start()
 
     def _heartbeat(self) -> None:
-        while not self._closed.wait(self.mininterval / 2):
-            if self._time() - self.last_print_t >= self.mininterval:
+        while not self._closed.wait(self._heartbeat_s / 2):
+            if self._time() - self.last_print_t >= self._heartbeat_s:
                 # tqdm's own lock: no redraw interleaves with an update's
                 with self._lock:
                     if self._closed.is_set() or self.disable:
@@ -74,4 +82,4 @@ class _LogBar(tqdm):
         super().close()
 
 
-__all__ = ["NON_TTY_MININTERVAL", "progress_bar"]
+__all__ = ["NON_TTY_MININTERVAL", "TERMINAL_HEARTBEAT", "progress_bar"]
