@@ -32,6 +32,7 @@ import torch
 from logitmlp_hf import LogitMLPForCausalLM
 from logitmlp_hf.analysis.per_token import analyze_rollouts, length_order, teacher_forcing_batch
 from logitmlp_hf.hub.offline_model import load_embedded_model
+from logitmlp_hf.progress import progress_bar
 from logitmlp_hf.tasks.benchmark_data import benchmark_path
 
 
@@ -93,10 +94,14 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}; {args.rollouts} rollouts × {args.tokens} tokens"
     )
 
-    _forward_only(base, rollouts[: args.batch_size], args.batch_size, pad)  # warm-up
-    start = time.perf_counter()
-    _forward_only(base, rollouts, args.batch_size, pad)
-    t_forward = time.perf_counter() - start
+    # the baseline's phase on stderr (analyze_rollouts shows its own bar)
+    with progress_bar(total=2, desc="forward (baseline)", unit="pass") as bar:
+        _forward_only(base, rollouts[: args.batch_size], args.batch_size, pad)  # warm-up
+        bar.update()
+        start = time.perf_counter()
+        _forward_only(base, rollouts, args.batch_size, pad)
+        t_forward = time.perf_counter() - start
+        bar.update()
     start = time.perf_counter()
     analysis = analyze_rollouts(model, tokenizer, rollouts, batch_size=args.batch_size)
     t_analyze = time.perf_counter() - start

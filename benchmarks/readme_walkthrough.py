@@ -6,7 +6,8 @@ on ``PATH``, ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` (package regist
 machine). For each command the script records the exit status, the wall time and the longest stretch in which it
 wrote nothing to stdout or stderr (a tqdm redraw counts: it is what a user sees move). The README's Python snippets
 and the model cards' run through ``tests/test_snippets.py`` (in document order, one namespace per document, a local
-stand-in for the Hub for the ``push_to_hub`` lines), as a step of their own.
+stand-in for the Hub for the ``push_to_hub`` lines), as a step of their own, with ``-s`` so their output shows as a
+user's would.
 
     python benchmarks/readme_walkthrough.py                       # everything, the quick start's install included
     python benchmarks/readme_walkthrough.py --skip "logitmlp reproduce" --skip "python -m pytest -q"
@@ -156,7 +157,7 @@ def main() -> None:
     for line, command in bash_commands(readme):
         steps += [Step(line, part) for part in quick_start_parts(command)]
     if not args.no_snippets:
-        steps.append(Step(0, 'python -m pytest -q tests/test_snippets.py -k "python_snippets"'))
+        steps.append(Step(0, 'python -m pytest -q -s tests/test_snippets.py -k "python_snippets"'))
 
     for number, step in enumerate(steps, start=1):
         asked = " ".join(step.command.split()) in {" ".join(s.split()) for s in args.skip}
