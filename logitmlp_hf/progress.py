@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,29 +58,38 @@ def progress_bar(
 
 class _Bar(tqdm):
     """tqdm, plus a redraw whenever the bar has been quiet for ``heartbeat`` seconds (elapsed time and ETA keep
-    moving while one long unit runs), from a daemon thread that stops when the bar closes."""
+    moving while one long unit runs), from a daemon thread that stops when the bar closes or is garbage-collected
+    (it holds only a weak reference, so a bar abandoned by an exception does not redraw forever)."""
 
     def __init__(self, *args: Any, heartbeat: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._heartbeat_s = heartbeat
         self._closed = threading.Event()
         if not self.disable:
-            threading.Thread(target=self._heartbeat, name="logitmlp-progress", daemon=True).start()
-
-    def _heartbeat(self) -> None:
-        while not self._closed.wait(self._heartbeat_s / 2):
-            if self._time() - self.last_print_t >= self._heartbeat_s:
-                # tqdm's own lock: no redraw interleaves with an update's
-                with self._lock:
-                    if self._closed.is_set() or self.disable:
-                        return
-                    self.refresh(nolock=True)
-                    self.last_print_t = self._time()
+            threading.Thread(
+                target=_heartbeat,
+                args=(weakref.ref(self), self._closed, heartbeat),
+                name="logitmlp-progress",
+                daemon=True,
+            ).start()
 
     def close(self) -> None:
         if hasattr(self, "_closed"):
             self._closed.set()
         super().close()
+
+
+def _heartbeat(bar_ref: weakref.ref, closed: threading.Event, interval: float) -> None:
+    while not closed.wait(interval / 2):
+        bar = bar_ref()
+        if bar is None:
+            return
+        if bar._time() - bar.last_print_t >= interval:
+            with bar._lock:  # tqdm's own lock: no redraw interleaves with an update's
+                if closed.is_set() or bar.disable:
+                    return
+                bar.refresh(nolock=True)
+                bar.last_print_t = bar._time()
+        del bar  # no strong reference while waiting
 
 
 __all__ = ["NON_TTY_MININTERVAL", "TERMINAL_HEARTBEAT", "progress_bar"]

@@ -63,3 +63,17 @@ def test_bar_off_a_terminal_is_redrawn_while_a_unit_of_work_runs_long(capsys):
     after_close = capsys.readouterr().err
     time.sleep(0.5)
     assert capsys.readouterr().err == "", after_close
+
+
+def test_an_abandoned_bar_stops_redrawing(capsys):
+    """A bar never closed (an exception left it) is garbage-collected: its heartbeat must not write forever."""
+    import gc
+
+    bar = progress_bar(total=2, desc="left", mininterval=0.1)
+    bar.update()
+    del bar
+    gc.collect()
+    time.sleep(0.3)
+    capsys.readouterr()
+    time.sleep(0.5)
+    assert "left" not in capsys.readouterr().err
