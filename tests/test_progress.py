@@ -77,3 +77,19 @@ def test_an_abandoned_bar_stops_redrawing(capsys):
     capsys.readouterr()
     time.sleep(0.5)
     assert "left" not in capsys.readouterr().err
+
+
+def test_training_bar_is_redrawn_while_a_step_runs(capsys, monkeypatch):
+    """The trainer's bar is the package's: a first step with its rollouts (~30 s on a CPU) does not leave it silent."""
+    from transformers import TrainerState
+
+    from logitmlp_hf.trainer.callbacks import MetricsToProgressBar
+
+    monkeypatch.setattr("logitmlp_hf.progress.NON_TTY_MININTERVAL", 0.1)
+    callback = MetricsToProgressBar()
+    state = TrainerState(max_steps=3, is_world_process_zero=True)
+    callback.on_train_begin(None, state, None)
+    capsys.readouterr()
+    time.sleep(0.6)  # a step in progress: no update
+    assert capsys.readouterr().err.count("0/3") >= 2
+    callback.training_bar.close()

@@ -14,6 +14,8 @@ from typing import Any
 
 from transformers import ProgressCallback, TrainerCallback
 
+from ..progress import progress_bar
+
 
 logger = logging.getLogger("logitmlp_hf.trainer")
 
@@ -26,7 +28,14 @@ def _compact(logs: dict[str, Any]) -> dict[str, Any]:
 
 
 class MetricsToProgressBar(ProgressCallback):
-    """``ProgressCallback`` whose logs go to the logger and the bar's postfix instead of being written below it."""
+    """``ProgressCallback`` whose logs go to the logger and the bar's postfix instead of being written below it, and
+    whose training bar is :func:`~logitmlp_hf.progress.progress_bar`'s: redrawn while a long step runs (a first step
+    with its rollouts can take half a minute on a CPU) and, off a terminal, written at most every few seconds."""
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102 - see the class docstring
+        if state.is_world_process_zero:
+            self.training_bar = progress_bar(total=state.max_steps, dynamic_ncols=True)
+        self.current_step = 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 - see the class docstring
         if not state.is_world_process_zero or not logs:
