@@ -121,6 +121,8 @@ def last_line(output: bytes) -> str:
 
 
 def cpu_name() -> str:
+    # logitmlp_hf.reproduce.report.machine_description's CPU name, without importing the package: this script runs
+    # with any python3, before the walkthrough's own first command has installed anything.
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)

@@ -472,18 +472,24 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         head = self.accelerator.unwrap_model(self.model).decoding_head
         spread = head.log_values(policy.decisions, LogitFeatures.unpack(features))
         for name, tensor in {"warp/kl_to_base": policy.kl_to_base, "warp/entropy": policy.entropy, **spread}.items():
-            # Count, sum and sum of squares per process: every process gathers the same shape (gloo's all_gather
-            # aborts on unequal sizes, and processes hold different numbers of completion tokens).
+            # Count, sum and squared deviations from its own mean per process: every process gathers the same shape
+            # (gloo's all_gather aborts on unequal sizes, and processes hold different numbers of completion tokens);
+            # centred per process, so float32 sums do not cancel when the values sit far from 0 (b, in logits).
             values = tensor[valid].float()
-            moments = torch.stack([values.new_tensor(values.numel()), values.sum(), values.square().sum()])
-            count, total, squares = self.accelerator.gather(moments.view(1, 3)).sum(0).tolist()
+            local_mean = values.mean() if values.numel() else values.new_zeros(())
+            moments = torch.stack(
+                [values.new_tensor(values.numel()), values.sum(), (values - local_mean).square().sum()]
+            )
+            per_process = self.accelerator.gather(moments.view(1, 3)).tolist()
+            count = sum(n for n, _, _ in per_process)
             if count == 0:
                 continue
-            mean = total / count
+            mean = sum(total for _, total, _ in per_process) / count
             if name in spread:
-                variance = max(squares - count * mean * mean, 0.0) / (count - 1) if count > 1 else 0.0
+                # the parallel-variance combination: within-process deviations plus each process's offset from mean
+                squares = sum(m2 + n * (total / n - mean) ** 2 for n, total, m2 in per_process if n)
                 metrics[f"{name}_mean"].append(mean)
-                metrics[f"{name}_std"].append(math.sqrt(variance))
+                metrics[f"{name}_std"].append(math.sqrt(squares / (count - 1)) if count > 1 else 0.0)
             else:
                 metrics[name].append(mean)
 
