@@ -105,3 +105,52 @@ def char_tokenizer():
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+# ``pytest -q`` prints one dot per finished test, so while one of the slow tests runs (the main job's --quick run takes
+# minutes) the terminal would sit silent. A test that runs longer than this says so, every this many seconds.
+TEST_HEARTBEAT_S = float(os.environ.get("LOGITMLP_TEST_HEARTBEAT_S", "20"))
+
+
+class _TestHeartbeat:
+    """Writes "still running <test> (N s)" while a test runs longer than :data:`TEST_HEARTBEAT_S`.
+
+    It writes to a duplicate of the terminal's file descriptor taken at configure time: during a test pytest points
+    fd 1 at its capture file, and a thread must not suspend capturing behind the test's back.
+    """
+
+    def __init__(self, fd: int, interval: float) -> None:
+        self._fd = fd
+        self._interval = interval
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        import threading
+        import time
+
+        done = threading.Event()
+        start = time.monotonic()
+
+        def beat() -> None:
+            while not done.wait(self._interval):
+                line = f"\n    still running {item.nodeid} ({time.monotonic() - start:.0f} s)\n"
+                os.write(self._fd, line.encode())
+
+        thread = threading.Thread(target=beat, name="pytest-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker's stdout is not the user's terminal
+        return
+    try:
+        fd = os.dup(1)
+    except OSError:
+        return
+    config.add_cleanup(lambda: os.close(fd))
+    config.pluginmanager.register(_TestHeartbeat(fd, TEST_HEARTBEAT_S), "logitmlp-test-heartbeat")

@@ -93,3 +93,30 @@ def test_training_bar_is_redrawn_while_a_step_runs(capsys, monkeypatch):
     time.sleep(0.6)  # a step in progress: no update
     assert capsys.readouterr().err.count("0/3") >= 2
     callback.training_bar.close()
+
+
+def test_pytest_itself_says_which_long_test_is_running(tmp_path):
+    """The README's `python -m pytest -q` prints a dot per finished test; a long test must not leave it silent."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_long.py").write_text(
+        "import time\n\ndef test_long():\n    print('captured, not shown')\n    time.sleep(3.5)\n\ndef test_short():\n    pass\n"
+    )
+    env = {**os.environ, "LOGITMLP_TEST_HEARTBEAT_S": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    beats = re.findall(r"still running \S*test_long\.py::test_long \((\d+) s\)", run.stdout)
+    seconds = [int(s) for s in beats]
+    assert len(seconds) >= 2 and seconds == sorted(set(seconds)) and seconds[0] >= 1, run.stdout
+    assert "test_short" not in run.stdout and "captured, not shown" not in run.stdout
