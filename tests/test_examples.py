@@ -1,6 +1,8 @@
 """Every example runs offline on the embedded default."""
 
+import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,6 +76,26 @@ def test_compare_decoding_policies(tmp_path, capsys):
     assert "sequence adapter (bandit)" in capsys.readouterr().out
 
 
+def test_summarize_recipe_search(tmp_path):
+    run = tmp_path / "lr1e-3"
+    run.mkdir()
+    shutil.copy(EXAMPLES / "results" / "arithmetic" / "results.json", run / "results.json")
+    (run / "training" / "passk-seed2").mkdir(parents=True)
+    logs = [{"step": s, "warp/s1_mean": 0.5 + s, "warp/s2_mean": 4.0} for s in range(1, 6)] + [{"train_loss": 0.1}]
+    (run / "training" / "passk-seed2" / "log_history.json").write_text(json.dumps(logs))
+
+    table = _run("summarize_recipe_search.py", [str(run)])
+    pass1, passk = table[2:]
+    assert pass1.startswith(
+        "| `lr1e-3`: lr 0.003, rollouts/prompt 8, prompts/step 2, slope bound 4, steps 25 | pass1 |"
+    )
+    # the committed page's pooled gap and one seed's, with their verdicts
+    assert "| +0.004 [-0.088, +0.020] on |" in pass1 and "seed 2: +0.012 [-0.081, +0.064] on" in pass1
+    assert "| pass@4 |" in passk and "seed 1: -0.003 [-0.120, +0.000] on" in passk
+    # end shape over the last three logged steps; a head without logs says so
+    assert "seed 2: s1 3.50–5.50, s2 4.00–4.00" in passk and "seed 0: ?" in passk
+
+
 def test_every_example_has_a_test():
     tested = {
         "compare_decoding_policies.py",
@@ -82,6 +104,7 @@ def test_every_example_has_a_test():
         "stack_head_on_lora.py",
         "compare_baselines.py",
         "analyse_head.py",
+        "summarize_recipe_search.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} <= tested, "add a test for the new example"
     assert sys.modules  # keeps the import list honest for linters
