@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from logitmlp_hf.reproduce.config import RunPaths
+
 
 # config field -> how the table names it
 RECIPE_FIELDS = {
@@ -52,8 +54,9 @@ def rows(output_dir: Path) -> list[str]:
         seeds = sorted(by_seed, key=int)
         name = objective if objective == "pass1" else f"pass@{config['pass_k']}"
         per_seed = "<br>".join(f"seed {seed}: {_gap(by_seed[seed])}" for seed in seeds)
+        paths = RunPaths(output_dir)
         shapes = "<br>".join(
-            f"seed {seed}: {end_shape(output_dir / 'training' / (objective if seed == str(config['seed']) else f'{objective}-seed{seed}'))}"
+            f"seed {seed}: {end_shape(paths.training_run(objective, None if int(seed) == config['seed'] else int(seed)))}"
             for seed in seeds
         )
         pooled = results["frontier"][objective]

@@ -159,6 +159,11 @@ class RunPaths:
         """The head repo of head type ``key`` (``pass1``/``passk``) trained with an extra training seed."""
         return self.root / "heads" / f"{key}-seed{seed}"
 
+    def training_run(self, key: str, seed: int | None = None) -> Path:
+        """The training run (checkpoints, logs, ``log_history.json``) of head type ``key``: trained with the run's
+        own seed (``seed=None``) or with an extra training seed."""
+        return self.training / (key if seed is None else f"{key}-seed{seed}")
+
     def seed_eval(self, seeds: tuple[int, ...]) -> Path:
         """The evaluation of the extra seeds' heads (named by the seeds: adding one evaluates them again)."""
         return self.root / "eval" / f"seeds-{'-'.join(str(s) for s in seeds)}.json"

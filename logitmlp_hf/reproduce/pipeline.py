@@ -204,7 +204,7 @@ def write_evaluated_cards(config: ReproduceConfig, paths: RunPaths, results: Any
             name.replace("@k", f"@{config.n_samples}").replace("/k", f"/{config.n_samples}"): f"{value:.3f}"
             for name, value in results[HEAD_POLICY_NAMES[key]].metrics.items()
         }
-        args = training_arguments(config, paths.training / key, objective)
+        args = training_arguments(config, paths.training_run(key), objective)
         write_head_card(
             getattr(paths, key), base_num_parameters, metrics, settings, training_config_yaml(args, config.train_steps)
         )
@@ -276,11 +276,9 @@ def reproduce(
 
     def stage_train(key: str, objective: str, seed: int | None = None) -> Callable[[], None]:
         """Train head type ``key``: with ``config.seed`` (``seed=None``) or an extra training seed."""
-        head_dir, run_name = (
-            (getattr(paths, key), key) if seed is None else (paths.seed_head(key, seed), f"{key}-seed{seed}")
-        )
+        head_dir = getattr(paths, key) if seed is None else paths.seed_head(key, seed)
         return lambda: train_head(
-            config, EMBEDDED_MODEL_ID, train, objective, head_dir, paths.training / run_name, progress, seed=seed
+            config, EMBEDDED_MODEL_ID, train, objective, head_dir, paths.training_run(key, seed), progress, seed=seed
         )
 
     def stage_sweep() -> None:

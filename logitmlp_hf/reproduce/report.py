@@ -248,7 +248,7 @@ def write_results(
         title=f"best@{k} vs best@1 on {config.n_test} held-out problems",
         other_sweeps={"LoRA GRPO": lora_sweep} if lora_sweep else None,
     )
-    curves = {HEAD_POLICY_NAMES[key]: _reward_curve(paths.training / key) for key in ("pass1", "passk")}
+    curves = {HEAD_POLICY_NAMES[key]: _reward_curve(paths.training_run(key)) for key in ("pass1", "passk")}
     if lora is not None:
         curves[LORA_NAME] = _reward_curve(paths.lora)
         curves[STACKED_NAME] = _reward_curve(paths.training / "lora-head")
