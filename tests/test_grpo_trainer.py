@@ -219,6 +219,25 @@ def test_same_seed_trains_the_same_head(tmp_path):
         assert torch.equal(heads[0][name], heads[1][name]), name
 
 
+def test_new_head_does_not_depend_on_what_loading_the_base_draws(tmp_path, monkeypatch):
+    # The embedded model's first load on a machine converts it, initialising a model (random draws); the head must be
+    # seeded after that, or a fresh machine's first run starts from another head than every later run.
+    from logitmlp_hf.trainer import grpo_trainer
+
+    def load_drawing(name, **kwargs):
+        torch.rand(1000)  # what a conversion's random init consumes
+        return tiny_llama()
+
+    heads = []
+    for model in (tiny_llama(), "base-that-converts-on-first-load"):
+        monkeypatch.setattr(grpo_trainer, "load_base_model", load_drawing)
+        trainer = make_trainer(tmp_path / str(len(heads)), model=model)
+        heads.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
+    assert heads[0] and heads[0].keys() == heads[1].keys()
+    for name in heads[0]:
+        assert torch.equal(heads[0][name], heads[1][name]), name
+
+
 def test_all_groups_filtered_is_bounded_and_loud(tmp_path, caplog):
     trainer = make_trainer(
         tmp_path, reward=lambda completions, **kw: [0.0] * len(completions), max_dynamic_sampling_rounds=2

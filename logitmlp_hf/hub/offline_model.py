@@ -305,7 +305,11 @@ def embedded_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
         start = time.perf_counter()
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
-            _convert_gguf(gguf_path, tmp_dir)
+            # Converting initialises a model before loading the GGUF weights into it, which draws from torch's global
+            # RNG: without the fork, whatever the caller seeded before its first load (a trainer's new head) would
+            # differ between a machine's first run and every later one.
+            with torch.random.fork_rng(devices=[]):
+                _convert_gguf(gguf_path, tmp_dir)
             _write_marker(tmp_dir, gguf_path)
             # `mkdtemp` (and safetensors' writer) create owner-only entries; make the cache world-readable like a
             # normally created folder so a shared `LOGITMLP_HF_CACHE` works for other users too.

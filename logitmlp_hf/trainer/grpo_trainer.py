@@ -162,8 +162,12 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 )
             model = load_base_model(model, **init_kwargs, quantization_config=quantization_config)
             quantization_config = None
+        elif isinstance(model, (str, os.PathLike)):
+            model = load_base_model(model, **(args.model_init_kwargs or {}))
         # A new head draws its init from the global RNG, which torch seeds differently in every process: seed it
-        # first (as GRPOTrainer does before it builds a PEFT adapter), or the same seed gives a different head.
+        # (as GRPOTrainer does before it builds a PEFT adapter), or the same seed gives a different head. Seed after
+        # loading the base, which can draw from the RNG too: the embedded model's first load on a machine converts
+        # it, so a fresh machine's first run used to start from another head than every later run.
         set_seed(args.seed)
         model = self._as_logitmlp_model(model, args)
         user_sampling = args.temperature != 1.0 or (args.top_p is not None and args.top_p < 1.0)
@@ -237,10 +241,8 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
         self._refill_generator = torch.Generator().manual_seed(args.seed + 7919 * (1 + self.accelerator.process_index))
 
     @staticmethod
-    def _as_logitmlp_model(model: str | nn.Module, args: DecodingHeadGRPOConfig) -> DecodingHeadForCausalLM:
+    def _as_logitmlp_model(model: nn.Module, args: DecodingHeadGRPOConfig) -> DecodingHeadForCausalLM:
         if not isinstance(model, DecodingHeadForCausalLM):
-            if isinstance(model, (str, os.PathLike)):
-                model = load_base_model(model, **(args.model_init_kwargs or {}))
             model_class = decoding_head_type(args.head_type).model_class
             head_kwargs: dict[str, Any] = {"head_hidden_size": args.head_hidden_size, **args.head_config}
             if args.head_init_std is not None:
