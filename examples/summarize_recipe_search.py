@@ -48,13 +48,13 @@ def _gap(entry: dict) -> str:
 def rows(output_dir: Path) -> list[str]:
     results = json.loads((output_dir / "results.json").read_text())
     config = results["config"]
+    paths = RunPaths(output_dir)
     recipe = ", ".join(f"{label} {config[field]:g}" for field, label in RECIPE_FIELDS.items())
     lines = []
     for objective, by_seed in results["frontier_by_training_seed"].items():
         seeds = sorted(by_seed, key=int)
         name = objective if objective == "pass1" else f"pass@{config['pass_k']}"
         per_seed = "<br>".join(f"seed {seed}: {_gap(by_seed[seed])}" for seed in seeds)
-        paths = RunPaths(output_dir)
         shapes = "<br>".join(
             f"seed {seed}: {end_shape(paths.training_run(objective, None if int(seed) == config['seed'] else int(seed)))}"
             for seed in seeds

@@ -228,9 +228,9 @@ def test_new_head_does_not_depend_on_what_loading_the_base_draws(tmp_path, monke
         torch.rand(1000)  # what a conversion's random init consumes
         return tiny_llama()
 
+    monkeypatch.setattr(grpo_trainer, "load_base_model", load_drawing)
     heads = []
     for model in (tiny_llama(), "base-that-converts-on-first-load"):
-        monkeypatch.setattr(grpo_trainer, "load_base_model", load_drawing)
         trainer = make_trainer(tmp_path / str(len(heads)), model=model)
         heads.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
     assert heads[0] and heads[0].keys() == heads[1].keys()

@@ -75,22 +75,19 @@ def test_second_call_reuses_cache(fake_conversion, tmp_path):
     assert marker.stat().st_mtime_ns == mtime
 
 
-def test_conversion_leaves_the_global_rng_as_it_was(tmp_path, monkeypatch):
+def test_conversion_leaves_the_global_rng_as_it_was(fake_conversion, tmp_path, monkeypatch):
     # The real conversion initialises a model (random draws) before loading the weights into it; a caller that seeded
     # before its first load (the trainer, for a new head) must see the same stream as on a machine with a cache.
-    fake_gguf = tmp_path / "pkg" / om.EMBEDDED_GGUF_FILE
-    fake_gguf.parent.mkdir()
-    fake_gguf.write_bytes(b"GGUF")
-    monkeypatch.setattr(om, "embedded_gguf_path", lambda: fake_gguf)
+    write_files = om._convert_gguf
 
     def convert(gguf_path: Path, output_dir: Path) -> None:
         torch.nn.Linear(64, 64)  # a random init, as from_config does
-        for name in om._REQUIRED_FILES:
-            (output_dir / name).write_text("{}")
+        write_files(gguf_path, output_dir)
 
     monkeypatch.setattr(om, "_convert_gguf", convert)
     torch.manual_seed(0)
     om.embedded_model_dir(tmp_path / "cache")
+    assert len(fake_conversion) == 1  # it converted
     after_conversion = torch.rand(4)
     torch.manual_seed(0)
     assert torch.equal(after_conversion, torch.rand(4))

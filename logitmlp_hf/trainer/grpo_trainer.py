@@ -152,18 +152,17 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                     f"{prompts_per_batch}), so training would run 0 steps: add prompts, or lower "
                     "per_device_train_batch_size or steps_per_generation"
                 )
-        if quantization_config is not None and isinstance(model, (str, os.PathLike)):
-            # As GRPOTrainer does for a model id: it applies to loading the (frozen) base.
+        if isinstance(model, (str, os.PathLike)):
             init_kwargs = dict(args.model_init_kwargs or {})
-            if "quantization_config" in init_kwargs:
-                raise ValueError(
-                    "You set `quantization_config` both as a trainer argument and in `args.model_init_kwargs`. "
-                    "Please set it in only one place, preferably as a trainer argument."
-                )
-            model = load_base_model(model, **init_kwargs, quantization_config=quantization_config)
-            quantization_config = None
-        elif isinstance(model, (str, os.PathLike)):
-            model = load_base_model(model, **(args.model_init_kwargs or {}))
+            if quantization_config is not None:  # as GRPOTrainer does for a model id: it applies to the (frozen) base
+                if "quantization_config" in init_kwargs:
+                    raise ValueError(
+                        "You set `quantization_config` both as a trainer argument and in `args.model_init_kwargs`. "
+                        "Please set it in only one place, preferably as a trainer argument."
+                    )
+                init_kwargs["quantization_config"] = quantization_config
+                quantization_config = None
+            model = load_base_model(model, **init_kwargs)
         # A new head draws its init from the global RNG, which torch seeds differently in every process: seed it
         # (as GRPOTrainer does before it builds a PEFT adapter), or the same seed gives a different head. Seed after
         # loading the base, which can draw from the RNG too: the embedded model's first load on a machine converts
