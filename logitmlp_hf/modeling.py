@@ -22,7 +22,7 @@ import inspect
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -93,7 +93,11 @@ class DecodingPolicyOutput(ModelOutput):
 class GenerationFeatureRecord:
     """What a training rollout needs, recorded while ``generate`` runs: per decoding step and sequence, the hidden
     state that predicted the next token and its logit features (max, mean, std, log-sum-exp), so the update never
-    has to run the base model again. Filled by :meth:`DecodingHeadForCausalLM.record_generation_features`."""
+    has to run the base model again. Filled by :meth:`DecodingHeadForCausalLM.record_generation_features`.
+
+    Each step's entries have one row per sequence in the batch (``generate``), unless
+    :meth:`rows_left_at_end_of_sequence` says the steps came from a decoding loop whose batch shrinks
+    (:meth:`DecodingHeadForCausalLM.sample_completions`: one prefill row per prompt, finished rows leave)."""
 
     def __init__(self, logit_summary: LogitSummaryLayout | None = None) -> None:
         self.hidden: list[torch.Tensor] = []
@@ -101,6 +105,7 @@ class GenerationFeatureRecord:
         self.summaries: list[torch.Tensor] = []
         self.logit_summary = logit_summary
         self.generate_calls = 0
+        self._shrinking: tuple[list[int], int] | None = None
 
     def add(self, hidden: torch.Tensor, logits: torch.Tensor, stats: LogitStatistics) -> None:
         last = LogitStatistics(*(t[:, -1] for t in stats))
@@ -109,21 +114,54 @@ class GenerationFeatureRecord:
         if self.logit_summary is not None:
             self.summaries.append(summarize_logits(logits[:, -1], last.max, last.std, self.logit_summary))
 
+    def rows_left_at_end_of_sequence(self, lengths: list[int], samples_per_prompt: int) -> None:
+        """Declare the layout of :func:`~logitmlp_hf.evaluation.sampler.sample_completions`: step 0 holds one row
+        per prompt (its ``samples_per_prompt`` sequences share it), step ``t`` the sequences longer than ``t``, in
+        order. ``lengths``: each sequence's completion length (prompt-major)."""
+        self._shrinking = (list(lengths), samples_per_prompt)
+
+    def _per_sequence(self, steps: list[torch.Tensor], batch_size: int, length: int) -> torch.Tensor | None:
+        """``(batch_size, length, ...)`` from per-step entries; ``None`` when they do not describe such a batch."""
+        if len(steps) < length or not steps:
+            return None
+        if self._shrinking is None:
+            return torch.stack(steps[:length], dim=1) if steps[0].shape[0] == batch_size else None
+        lengths, samples_per_prompt = self._shrinking
+        if len(lengths) != batch_size or min(lengths) < 1:
+            return None
+        device = steps[0].device
+        n = torch.tensor(lengths, device=device)
+        t = torch.arange(length, device=device)
+        alive = n[:, None] > t[None, :]  # (B, L): the sequence was in the batch at step t
+        rank = alive.long().cumsum(0) - 1  # its row in step t's batch (rows keep their order)
+        rank[:, 0] = torch.arange(batch_size, device=device) // samples_per_prompt  # the prefill's row per prompt
+        sizes = torch.tensor([s.shape[0] for s in steps[:length]], device=device)
+        expected = alive.sum(0)
+        expected[0] = -(-batch_size // samples_per_prompt)
+        if not torch.equal(sizes, expected):
+            return None
+        # Positions past a sequence's end (padding, masked out of the loss) repeat its last entry: finite values
+        # whatever the head computes from them.
+        step = torch.minimum(t[None, :], (n - 1)[:, None])
+        offsets = torch.cumsum(sizes, 0) - sizes
+        return torch.cat(steps[:length])[offsets[step] + rank.gather(1, step)]
+
     def completion_summaries(self, batch_size: int, length: int) -> torch.Tensor | None:
         """Logit summaries ``(B, length, width)`` of the first ``length`` generated tokens (when the record was asked
-        for them and describes one ``generate`` call of ``batch_size`` sequences), else ``None``."""
+        for them and describes one decoding call of ``batch_size`` sequences), else ``None``."""
         if not self.summaries or self.completion_features(batch_size, length) is None:
             return None
-        return torch.stack(self.summaries[:length], dim=1)
+        return self._per_sequence(self.summaries, batch_size, length)
 
     def completion_features(self, batch_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(hidden (B, length, d), features (B, length, 4))`` for the first ``length`` generated tokens, or
-        ``None`` when the record does not describe exactly one ``generate`` call of ``batch_size`` sequences."""
-        if self.generate_calls != 1 or len(self.hidden) < length or not self.hidden:
+        ``None`` when the record does not describe exactly one decoding call of ``batch_size`` sequences."""
+        if self.generate_calls != 1:
             return None
-        if self.hidden[0].shape[0] != batch_size:
+        hidden = self._per_sequence(self.hidden, batch_size, length)
+        if hidden is None:
             return None
-        return torch.stack(self.hidden[:length], dim=1), torch.stack(self.features[:length], dim=1)
+        return hidden, self._per_sequence(self.features, batch_size, length)
 
 
 class _HeadSession:
@@ -547,6 +585,47 @@ class DecodingHeadForCausalLM(PreTrainedModel, GenerationMixin):
             kwargs = self._prefill_repeated_prompts(kwargs)
         with self._session(record=record, context=context, max_new_tokens=max_new_tokens, user_rule=user_rule):
             return self._require_base().generate(*args, **kwargs)
+
+    @torch.no_grad()
+    def sample_completions(
+        self,
+        prompts: Sequence[Sequence[int]],
+        samples_per_prompt: int,
+        *,
+        user_rule: SamplingRule | None = None,
+        **kwargs: Any,
+    ) -> list[list[int]]:
+        """Sample from the head's distribution with the package's decoding loop,
+        :func:`~logitmlp_hf.evaluation.sampler.sample_completions` (each prompt prefilled once, a row leaves the batch
+        at its end-of-sequence token, per-row seeded noise), whose keyword arguments ``kwargs`` are. Within
+        :meth:`record_generation_features` the steps are recorded as ``generate``'s are.
+
+        For heads that decide per token without a decoding context (the loop has no token budget to give one);
+        others raise ``ValueError`` (use ``generate``).
+
+        Args:
+            prompts (`Sequence[Sequence[int]]`): Prompt token ids (no padding).
+            samples_per_prompt (`int`): Rows per prompt.
+            user_rule (:class:`~logitmlp_hf.sampling_rules.SamplingRule`, *optional*): for heads that absorb the
+                user's settings, the temperature and top-p to compose with (as for :meth:`generate`).
+        """
+        from .evaluation.sampler import sample_completions
+
+        head = self.decoding_head
+        if self._head_enabled and (not head.per_token or head.uses_context):
+            raise ValueError(
+                f"{type(head).__name__} decides once per sequence or reads the token budget: sample with generate"
+            )
+        if user_rule is not None and not head.absorbs_user_rule:
+            raise ValueError(f"{type(head).__name__} does not compose a user_rule with its own: pass warpers instead")
+        record = getattr(self, "_feature_record", None)
+        if record is not None:
+            record.generate_calls += 1
+        with self._session(record=record, user_rule=user_rule if self._head_enabled else None):
+            completions = sample_completions(self._require_base(), prompts, samples_per_prompt, **kwargs)
+        if record is not None:
+            record.rows_left_at_end_of_sequence([len(c) for c in completions], samples_per_prompt)
+        return completions
 
     @torch.no_grad()
     def _prefill_repeated_prompts(self, kwargs: dict[str, Any]) -> dict[str, Any]:

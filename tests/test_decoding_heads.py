@@ -398,6 +398,18 @@ def test_trainer_trains_other_heads_only(tmp_path, head_type, head_config, metri
         assert "head/regularizer" in logged
 
 
+def test_rows_rollouts_are_refused_for_a_head_that_reads_the_token_budget(tmp_path):
+    with pytest.raises(ValueError, match="rollout_sampler='rows' cannot decode .* reads the token budget"):
+        _trainer(
+            tmp_path,
+            head_type="decoding_adapter",
+            head_config={"budget_conditioning": True},
+            rollout_sampler="rows",
+        )
+    trainer = _trainer(tmp_path, head_type="decoding_adapter", head_config={"budget_conditioning": True})
+    assert trainer._why_not_rows() is not None  # "auto": such a head's rollouts go through generate
+
+
 def test_adapter_rollouts_mask_confident_positions_and_logprobs_match_forward(tmp_path):
     trainer = _trainer(
         tmp_path, head_type="decoding_adapter", head_config={"confidence_mask": 0.006}, dynamic_sampling=False

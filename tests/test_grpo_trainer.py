@@ -110,9 +110,10 @@ def test_log_history_has_the_promised_metrics(tmp_path):
     assert any(f.startswith("events.out.tfevents") for _, _, files in os.walk(tmp_path / "out") for f in files)
 
 
+@pytest.mark.parametrize("sampler", ["rows", "generate"])
 @pytest.mark.parametrize("num_iterations", [1, 2])  # 2: TRL also asks for old log-probs at rollout time
-def test_rollouts_are_sampled_from_the_warp_and_updates_use_the_cache(tmp_path, num_iterations):
-    trainer = make_trainer(tmp_path, dynamic_sampling=False, num_iterations=num_iterations)
+def test_rollouts_are_sampled_from_the_warp_and_updates_use_the_cache(tmp_path, num_iterations, sampler):
+    trainer = make_trainer(tmp_path, dynamic_sampling=False, num_iterations=num_iterations, rollout_sampler=sampler)
     trainer.model.train()
 
     def no_second_pass(*args, **kwargs):
@@ -137,6 +138,8 @@ def test_rollouts_are_sampled_from_the_warp_and_updates_use_the_cache(tmp_path, 
     valid = batch["completion_mask"].bool()
     assert torch.allclose(cached[valid], full[valid], atol=1e-5)
     assert torch.all(cached[~valid] == 0) and torch.isfinite(entropy).all()
+    if sampler == "rows":  # rollouts left the batch at different steps, and their features still line up
+        assert len(set(batch["completion_mask"].sum(1).tolist())) > 1
 
 
 def test_passk_objective_replaces_the_advantages(tmp_path):
@@ -162,21 +165,28 @@ def test_dynamic_sampling_refills_groups_without_signal(tmp_path):
     assert batch["num_items_in_batch"] == batch["completion_mask"].sum()
 
 
-def test_extra_prompts_fill_the_batch_in_the_same_generate_call(tmp_path):
+@pytest.mark.parametrize("sampler", ["rows", "generate"])
+def test_extra_prompts_fill_the_batch_in_the_same_generate_call(tmp_path, sampler):
     trainer = make_trainer(
-        tmp_path, reward=prompt_dependent_reward, max_dynamic_sampling_rounds=0, dynamic_sampling_extra_prompts=6
+        tmp_path,
+        reward=prompt_dependent_reward,
+        max_dynamic_sampling_rounds=0,
+        dynamic_sampling_extra_prompts=6,
+        rollout_sampler=sampler,
     )
     trainer.model.train()
     # The refill order draws the candidates; make them all "one" prompts, so at least one of the six has signal.
     trainer._refill_order = [i for i in range(16) if i % 2 == 0][::-1] * 2
     calls = []
-    generate = trainer.model.generate
-    trainer.model.generate = lambda *a, **kw: (
-        calls.append(kw.get("input_ids", a[0] if a else None)) or generate(*a, **kw)
-    )
+    if sampler == "generate":
+        generate = trainer.model.generate
+        trainer.model.generate = lambda *a, **kw: calls.append(kw["input_ids"].shape[0]) or generate(*a, **kw)
+    else:
+        sample = trainer.model.sample_completions
+        trainer.model.sample_completions = lambda p, n, **kw: calls.append(len(p) * n) or sample(p, n, **kw)
     rows = [dataset()[i] for i in (1, 3) for _ in range(G)]  # both prompts say "zero": no signal in either group
     batch = trainer._generate_and_score_completions(rows)
-    assert len(calls) == 1 and calls[0].shape[0] == (2 + 6) * G  # the candidates rode in the batch's own call
+    assert calls == [(2 + 6) * G]  # the candidates rode in the batch's own call
     assert batch["completion_ids"].shape[0] == 2 * G
     assert trainer._metrics["train"]["dynamic_sampling/dropped_group_frac"][-1] == 1.0
     assert trainer._metrics["train"]["dynamic_sampling/extra_rounds"][-1] == 0
@@ -271,6 +281,7 @@ def test_a_raising_reward_function_gives_a_clear_error(tmp_path):
         ({"pass_k": 0}, "pass_k must be at least 1"),
         ({"objective": "pass@2"}, "objective"),
         ({"use_vllm": True, "vllm_enable_sleep_mode": True}, "sleep mode"),
+        ({"rollout_sampler": "vllm"}, "rollout_sampler must be one of \\('auto', 'rows', 'generate'\\)"),
     ],
 )
 def test_config_refuses_what_cannot_apply(tmp_path, kwargs, match):

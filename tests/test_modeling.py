@@ -221,3 +221,45 @@ def test_prompts_without_repeats_are_prefilled_as_usual():
             "input_ids": ids,
             "attention_mask": mask,
         }
+
+
+@pytest.mark.parametrize("make_base", [tiny_llama, tiny_qwen3])
+def test_rows_loop_samples_the_warp_and_records_each_rollouts_features(make_base):
+    """The package's decoding loop (rows leave at their end-of-sequence token) under a feature record: the same
+    samples as the loop over the wrapper's forward, and each rollout's recorded features are those of one pass of
+    the base over it, whichever step it left the batch at."""
+    from logitmlp_hf.evaluation.sampler import sample_completions
+    from logitmlp_hf.features import cache_features
+
+    model = _wrapped(make_base())
+    prompts, per_prompt = [[5, 6, 7, 8, 9], [10, 11, 12]], 4
+    settings = dict(
+        max_new_tokens=7,
+        eos_token_ids=set(range(3, VOCAB, 5)),  # ~1 token in 5 ends a rollout: rows leave at different steps
+        pad_token_id=0,
+        row_seeds=list(range(100, 108)),
+    )
+    with model.record_generation_features() as record:
+        rows = model.sample_completions(prompts, per_prompt, **settings)
+    assert rows == sample_completions(model, prompts, per_prompt, **settings)
+    lengths = [len(r) for r in rows]
+    assert len(set(lengths)) > 1 and max(lengths) > 1
+    hidden, features = record.completion_features(len(rows), max(lengths))
+    assert not hidden.is_inference() and torch.isfinite(hidden).all() and torch.isfinite(features).all()
+    lm = model.get_base_model()
+    for r, completion in enumerate(rows):
+        ids = torch.tensor([prompts[r // per_prompt] + completion])
+        want_hidden, want_features = cache_features(lm, ids, torch.ones_like(ids), len(completion))
+        n = len(completion)
+        assert torch.allclose(hidden[r, :n], want_hidden[0], atol=1e-5)
+        assert torch.allclose(features[r, :n], want_features[0], atol=1e-4)
+        assert torch.equal(hidden[r, n:], hidden[r, n - 1].expand_as(hidden[r, n:]))  # padding: the last entry
+    assert record.completion_features(len(rows) - 1, max(lengths)) is None  # another batch: not this record
+
+
+def test_rows_loop_refuses_heads_that_read_the_token_budget():
+    from logitmlp_hf.heads.registry import decoding_head_type
+
+    model = decoding_head_type("decoding_adapter").model_class.from_base_model(tiny_llama(), budget_conditioning=True)
+    with pytest.raises(ValueError, match="reads the token budget: sample with generate"):
+        model.sample_completions([[5, 6]], 2, max_new_tokens=3, eos_token_ids={1}, pad_token_id=0)

@@ -14,6 +14,7 @@ from ..heads.registry import registered_head_types
 
 
 UPDATE_LOGPROBS = ("auto", "summary", "exact")
+ROLLOUT_SAMPLERS = ("auto", "rows", "generate")
 
 
 @dataclass
@@ -84,6 +85,14 @@ class DecodingHeadGRPOConfig(GRPOConfig):
             recompute the logits from the cached hidden states chunk by chunk. ``"auto"``: ``"summary"`` where it
             applies on an accelerator, else ``"exact"`` (on a CPU, recording the summaries costs the rollout more
             than the update saves; see ``benchmarks/README.md``).
+        rollout_sampler (`str`, *optional*, defaults to `"auto"`):
+            How rollouts are decoded without vLLM. ``"rows"``: the package's decoding loop
+            (:meth:`~logitmlp_hf.DecodingHeadForCausalLM.sample_completions`): each prompt is prefilled once for its
+            group, a rollout leaves the batch at its end-of-sequence token, and each rollout draws its noise from its
+            own generator, seeded from the global one, so a rollout does not depend on which others share the batch;
+            only for heads that decide per token without a decoding context, text prompts, and the sampling settings
+            ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repetition_penalty``. ``"generate"``: TRL's
+            ``generate`` call. ``"auto"``: ``"rows"`` where it applies, else ``"generate"``.
     """
 
     objective: str = field(default="pass@1", metadata={"help": "'pass@1' (group-mean advantage) or 'pass@k'."})
@@ -111,6 +120,10 @@ class DecodingHeadGRPOConfig(GRPOConfig):
     update_logprobs: str = field(
         default="auto",
         metadata={"help": "'auto', 'summary' (vocabulary-free, from logit summaries) or 'exact' (chunked logits)."},
+    )
+    rollout_sampler: str = field(
+        default="auto",
+        metadata={"help": "'auto', 'rows' (the package's decoding loop) or 'generate' (TRL's generate call)."},
     )
     print_metrics: bool = field(
         default=False,
@@ -159,6 +172,8 @@ class DecodingHeadGRPOConfig(GRPOConfig):
             raise ValueError("head_slope_bound applies to LogitMLP heads only")
         if self.update_logprobs not in UPDATE_LOGPROBS:
             raise ValueError(f"update_logprobs must be one of {UPDATE_LOGPROBS}, got {self.update_logprobs!r}")
+        if self.rollout_sampler not in ROLLOUT_SAMPLERS:
+            raise ValueError(f"rollout_sampler must be one of {ROLLOUT_SAMPLERS}, got {self.rollout_sampler!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.pass_k < 1:
