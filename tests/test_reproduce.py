@@ -29,6 +29,8 @@ def test_config_rejects_more_problems_than_the_task_has_and_bad_k():
         ReproduceConfig(pass_k=9, num_generations=8)
     with pytest.raises(ValueError, match="select_by"):
         ReproduceConfig(select_by="worst@k")
+    with pytest.raises(ValueError, match=r"eval_dtype must be one of \('float32', 'bfloat16'\), got 'float16'"):
+        ReproduceConfig(eval_dtype="float16")
     assert ReproduceConfig(temperatures=(1.0, 0.5, 1.0)).temperatures == (0.5, 1.0)
 
 

@@ -10,6 +10,7 @@ from ..evaluation.settings import DEFAULT_SETTINGS
 
 
 _EVAL = DEFAULT_SETTINGS
+EVAL_DTYPES = ("float32", "bfloat16")
 N_ARITHMETIC_PROBLEMS = 441  # distinct "a + b" with 0 <= a, b <= 20: the task's whole problem space
 
 
@@ -37,6 +38,8 @@ class ReproduceConfig:
         slope_bound (`float`): The heads' slopes lie in ``(1/slope_bound, slope_bound)`` (the source: 4), so their
             temperatures lie in ``(1/slope_bound, slope_bound)`` too.
         eval_batch_size (`int`): Problems per ``generate`` call in evaluation.
+        eval_dtype (`str`): The base model's dtype in the sweep, the evaluation and the analysis (``float32`` or
+            ``bfloat16``; training runs in float32).
         n_resamples (`int`): Bootstrap resamples for the confidence intervals.
         n_analysis_problems (`int`): Test problems whose rollouts (all samples) the per-token analysis reads.
         with_lora (`bool`): Also run the LoRA stacking demonstration.
@@ -61,6 +64,7 @@ class ReproduceConfig:
     pass_k: int = 4
     slope_bound: float = 4.0
     eval_batch_size: int = _EVAL.batch_size
+    eval_dtype: str = "float32"
     n_resamples: int = _EVAL.n_resamples
     n_analysis_problems: int = 25
     with_lora: bool = False
@@ -109,6 +113,8 @@ class ReproduceConfig:
         if not 1 <= self.pass_k < self.num_generations:
             # k = group size would make every pass@k advantage 0 (see DecodingHeadGRPOConfig)
             raise ValueError(f"pass_k must be in [1, num_generations={self.num_generations}), got {self.pass_k}")
+        if self.eval_dtype not in EVAL_DTYPES:
+            raise ValueError(f"eval_dtype must be one of {EVAL_DTYPES}, got {self.eval_dtype!r}")
         if self.select_by not in ("mean_accuracy", "best@k"):
             raise ValueError(f"select_by must be 'mean_accuracy' or 'best@k', got {self.select_by!r}")
 
@@ -132,6 +138,7 @@ class ReproduceConfig:
             "num_generations",
             "pass_k",
             "eval_batch_size",
+            "eval_dtype",
             "n_resamples",
         )
         return {"output_dir": self.output_dir, **{k: getattr(self, k) for k in keys}}

@@ -271,6 +271,8 @@ def reproduce(
     timings_path = root / "timings.json"
     timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}
 
+    eval_dtype = getattr(torch, config.eval_dtype)
+
     def head_policy(key: str) -> DecodingPolicy:
         return DecodingPolicy(name=HEAD_POLICY_NAMES[key], kind="head", head=str(getattr(paths, key)))
 
@@ -282,7 +284,7 @@ def reproduce(
         )
 
     def stage_sweep() -> None:
-        base, tokenizer = load_embedded_model()
+        base, tokenizer = load_embedded_model(dtype=eval_dtype)
         sweep = global_temperature_sweep(
             base,
             tokenizer,
@@ -296,7 +298,7 @@ def reproduce(
         sweep.save(paths.sweep)
 
     def stage_eval() -> None:
-        base, tokenizer = load_embedded_model()
+        base, tokenizer = load_embedded_model(dtype=eval_dtype)
         results = evaluate(
             base,
             tokenizer,
@@ -309,7 +311,7 @@ def reproduce(
         write_evaluated_cards(config, paths, results, sum(p.numel() for p in base.parameters()))
 
     def stage_eval_seeds() -> None:
-        base, tokenizer = load_embedded_model()
+        base, tokenizer = load_embedded_model(dtype=eval_dtype)
         policies = [
             DecodingPolicy(name=seed_policy_name(key, seed), kind="head", head=str(paths.seed_head(key, seed)))
             for seed in config.training_seeds
@@ -329,7 +331,7 @@ def reproduce(
         from ..analysis.report import write_report
         from ..modeling import load_decoding_head_model
 
-        base, tokenizer = load_embedded_model()
+        base, tokenizer = load_embedded_model(dtype=eval_dtype)
         rollouts = load_rollouts(paths.rollouts)
         for key in ("passk", "pass1"):  # pass1 last: its summary.json is the stage's done marker
             model = load_decoding_head_model(getattr(paths, key), base_model=base).eval()
@@ -360,7 +362,7 @@ def reproduce(
 
         # TRL saved the LoRA's tokenizer next to the adapter: no second copy of the base just for the tokenizer.
         tokenizer = AutoTokenizer.from_pretrained(paths.lora, padding_side="left")
-        lora_base = load_base_model(str(paths.lora)).eval()
+        lora_base = load_base_model(str(paths.lora), dtype=eval_dtype).eval()
         policies = [dataclasses.replace(temperature_policy(t), name=f"LoRA T={t:g}") for t in config.temperatures]
         policies.append(DecodingPolicy(name=STACKED_NAME, kind="head", head=str(paths.lora_head)))
         evaluate(

@@ -1,0 +1,106 @@
+"""Two runs of the main job on the same problems and seeds, row by row: does a change of settings move the tables?
+
+For every policy both runs evaluated (the GLOBAL-T* sweep on validation and test, the heads, the heads of further
+training seeds), each metric's value in run A and in run B, their paired difference (B − A) with a 95% bootstrap CI
+over problems (the same problems and sample seeds in both runs, so the difference is paired), and whether B's value
+lies inside A's own CI (the table's CI). Then the verdicts the report draws from the tables: the selected T* and
+each head type's frontier verdict.
+
+    python benchmarks/compare_runs.py outputs/reproduce-fp32 outputs/reproduce-bf16
+
+Made for the bf16 check of the evaluation (``--eval-dtype``): the heads and the samples' seeds are the same, only the
+base's dtype differs. Ends with ``RESULT compare_rows=…``, ``RESULT compare_rows_outside_ci=…`` (rows whose B value
+lies outside A's CI), ``RESULT compare_max_abs_diff=…`` and ``RESULT compare_verdicts_equal=…`` (1 or 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+METRICS = ("mean_accuracy", "best@k")
+
+
+def _policies(run: Path) -> dict[str, dict]:
+    """``split/policy`` → the policy's results (metrics and per-problem samples)."""
+    found: dict[str, dict] = {}
+    sweep = json.loads((run / "sweep" / "sweep.json").read_text(encoding="utf-8"))
+    for split in ("validation", "test"):
+        for name, policy in (sweep.get(split) or {}).get("policies", {}).items():
+            found[f"sweep {split} / {name}"] = policy
+    for path in sorted((run / "eval").glob("*.json")):
+        for name, policy in json.loads(path.read_text(encoding="utf-8"))["policies"].items():
+            found[f"test / {name}"] = policy
+    return found
+
+
+def _per_problem(policy: dict, metric: str) -> dict[int, float]:
+    values = {}
+    for problem in policy["problems"]:
+        correct = np.asarray(problem["correct"], dtype=float)
+        values[problem["problem_id"]] = float(correct.mean() if metric == "mean_accuracy" else correct.max())
+    return values
+
+
+def _paired_ci(a: np.ndarray, b: np.ndarray, n_resamples: int, rng: np.random.Generator) -> tuple[float, float]:
+    diffs = b - a
+    means = diffs[rng.integers(0, len(diffs), size=(n_resamples, len(diffs)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _verdicts(run: Path) -> dict[str, str]:
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    verdicts = {"GLOBAL-T*": str(results["global_t_star"])}
+    for head, frontier in results.get("frontier", {}).items():
+        verdicts[f"frontier {head}"] = str(frontier.get("verdict"))
+    for head, seeds in results.get("frontier_by_training_seed", {}).items():
+        for seed, frontier in seeds.items():
+            verdicts[f"frontier {head} seed {seed}"] = str(frontier.get("verdict"))
+    return verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_a", type=Path, help="the reference run's output directory")
+    parser.add_argument("run_b", type=Path, help="the run to compare with it")
+    parser.add_argument("--n-resamples", type=int, default=2000)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+
+    a, b = _policies(args.run_a), _policies(args.run_b)
+    shared = [name for name in a if name in b]
+    print(f"{'policy':<44} {'metric':<13} {'A':>6} {'A CI':>15} {'B':>6} {'B − A [95% CI]':>26} in A's CI")
+    outside, largest = 0, 0.0
+    for name in shared:
+        for metric in METRICS:
+            per_a, per_b = _per_problem(a[name], metric), _per_problem(b[name], metric)
+            problems = sorted(set(per_a) & set(per_b))
+            va, vb = np.array([per_a[p] for p in problems]), np.array([per_b[p] for p in problems])
+            low, high = _paired_ci(va, vb, args.n_resamples, rng)
+            key = metric if metric == "mean_accuracy" else "best@k"
+            table_a = a[name]["metrics"][key]
+            value_b = b[name]["metrics"][key]["value"]
+            inside = table_a["ci_low"] <= value_b <= table_a["ci_high"]
+            outside += not inside
+            largest = max(largest, abs(value_b - table_a["value"]))
+            print(
+                f"{name:<44} {metric:<13} {table_a['value']:>6.3f} "
+                f"[{table_a['ci_low']:.3f}, {table_a['ci_high']:.3f}] {value_b:>6.3f} "
+                f"{value_b - table_a['value']:>+8.3f} [{low:+.3f}, {high:+.3f}] {'yes' if inside else 'NO'}"
+            )
+    verdicts_a, verdicts_b = _verdicts(args.run_a), _verdicts(args.run_b)
+    equal = all(verdicts_a.get(k) == verdicts_b.get(k) for k in verdicts_a)
+    for key in verdicts_a:
+        print(f"{key}: A {verdicts_a[key]}, B {verdicts_b.get(key)}")
+    print(f"RESULT compare_rows={2 * len(shared)}")
+    print(f"RESULT compare_rows_outside_ci={outside}")
+    print(f"RESULT compare_max_abs_diff={largest:.4f}")
+    print(f"RESULT compare_verdicts_equal={int(equal)}")
+
+
+if __name__ == "__main__":
+    main()
