@@ -487,3 +487,12 @@ def test_resuming_a_finished_run_does_not_train_further(tmp_path):
     assert not (tmp_path / "out" / "checkpoint-3").exists()
     for name, param in again.model.decoding_head.named_parameters():
         assert torch.equal(param, finished[name]), name
+
+
+def test_rows_loop_prefills_each_group_once_and_other_layouts_row_by_row():
+    from logitmlp_hf.trainer.grpo_trainer import _runs_of_equal_prompts
+
+    assert _runs_of_equal_prompts([[1, 2], [1, 2], [3], [3]]) == ([[1, 2], [3]], 2)
+    # unequal runs (e.g. a multi-turn continuation): every row is its own prompt
+    assert _runs_of_equal_prompts([[1, 2], [1, 2], [3]]) == ([[1, 2], [1, 2], [3]], 1)
+    assert _runs_of_equal_prompts([[1], [2], [1]]) == ([[1], [2], [1]], 1)
