@@ -69,6 +69,7 @@ def test_main_job_trains_with_the_shipped_recipe(tmp_path, objective, recipe):
         "dynamic_sampling",
         "max_dynamic_sampling_rounds",
         "dynamic_sampling_extra_prompts",
+        "rollout_sampler",
         "seed",
     ]
     if objective == "pass@k":

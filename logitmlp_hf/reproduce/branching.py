@@ -191,6 +191,7 @@ def _training_arguments(recipe: BranchingRecipe, output_dir: Path, seed: int, st
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
         head_slope_bound=recipe.slope_bound,
+        rollout_sampler="generate",  # as the committed branching results were trained (see reproduce/pipeline.py)
     )
 
 
