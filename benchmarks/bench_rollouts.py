@@ -9,6 +9,7 @@ cache the updates read — on the same batches of training prompts: ``--prompts`
 decodes 4 per step: 2 prompts and 2 refill candidates). The two alternate within every repeat; medians are reported.
 
     python benchmarks/bench_rollouts.py                    # 6 batches of 4 groups × 8 rollouts, 3 repeats
+    python benchmarks/bench_rollouts.py --dtype bfloat16   # the frozen base in bf16 (the head stays float32)
 
 Prints a table and ``RESULT rollout_rows_s=...`` / ``RESULT rollout_generate_s=...`` (seconds per batch) and
 ``RESULT rollout_rows_vs_generate=...`` (the speed-up of the rows loop, in tokens per second).
@@ -34,9 +35,10 @@ from logitmlp_hf.tasks.rewards import MathVerifyReward
 from logitmlp_hf.trainer.grpo_trainer import DecodingHeadGRPOTrainer
 
 
-def _trainer(sampler: str, train, output_dir: Path) -> DecodingHeadGRPOTrainer:
+def _trainer(sampler: str, train, output_dir: Path, dtype: str) -> DecodingHeadGRPOTrainer:
     args = training_arguments(ReproduceConfig(), output_dir / sampler, "pass@1", progress=False)
     args.rollout_sampler = sampler
+    args.model_init_kwargs = {"dtype": getattr(torch, dtype)}  # the frozen base's dtype; the head stays float32
     args.dynamic_sampling = False  # every batch decodes exactly the groups given, in both trainers
     args.dynamic_sampling_extra_prompts = 0
     trainer = DecodingHeadGRPOTrainer(
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6, help="rollout batches per repeat")
     parser.add_argument("--prompts", type=int, default=4, help="groups per batch (the main job decodes 4)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the base's dtype")
     args = parser.parse_args()
     logging.getLogger("logitmlp_hf").setLevel(logging.WARNING)
 
@@ -73,9 +76,9 @@ def main() -> None:
         for b in range(args.batches)
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {name: _trainer(name, train, Path(tmp)) for name in ("rows", "generate")}
+        trainers = {name: _trainer(name, train, Path(tmp), args.dtype) for name in ("rows", "generate")}
         print(
-            f"model: SmolLM2-135M-Instruct (float32), {args.batches} batches × {args.prompts} groups × {group} "
+            f"model: SmolLM2-135M-Instruct ({args.dtype}), {args.batches} batches × {args.prompts} groups × {group} "
             f"rollouts, ≤ {config.max_new_tokens} new tokens; torch {torch.__version__}, {torch.get_num_threads()} "
             f"threads, {platform.processor() or platform.machine()}"
         )
