@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+from logitmlp_hf.evaluation.metrics import paired_difference
 
 
 METRICS = ("mean_accuracy", "best@k")
@@ -38,18 +38,9 @@ def _policies(run: Path) -> dict[str, dict]:
     return found
 
 
-def _per_problem(policy: dict, metric: str) -> dict[int, float]:
-    values = {}
-    for problem in policy["problems"]:
-        correct = np.asarray(problem["correct"], dtype=float)
-        values[problem["problem_id"]] = float(correct.mean() if metric == "mean_accuracy" else correct.max())
-    return values
-
-
-def _paired_ci(a: np.ndarray, b: np.ndarray, n_resamples: int, rng: np.random.Generator) -> tuple[float, float]:
-    diffs = b - a
-    means = diffs[rng.integers(0, len(diffs), size=(n_resamples, len(diffs)))].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+def _correct(policy: dict, problems: list[int]) -> list[list[bool]]:
+    by_id = {problem["problem_id"]: problem["correct"] for problem in policy["problems"]}
+    return [by_id[p] for p in problems]
 
 
 def _verdicts(run: Path) -> dict[str, str]:
@@ -69,7 +60,6 @@ def main() -> None:
     parser.add_argument("run_b", type=Path, help="the run to compare with it")
     parser.add_argument("--n-resamples", type=int, default=2000)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
 
     a, b = _policies(args.run_a), _policies(args.run_b)
     shared = [name for name in a if name in b]
@@ -77,13 +67,15 @@ def main() -> None:
     outside, largest = 0, 0.0
     for name in shared:
         for metric in METRICS:
-            per_a, per_b = _per_problem(a[name], metric), _per_problem(b[name], metric)
-            problems = sorted(set(per_a) & set(per_b))
-            va, vb = np.array([per_a[p] for p in problems]), np.array([per_b[p] for p in problems])
-            low, high = _paired_ci(va, vb, args.n_resamples, rng)
-            key = metric if metric == "mean_accuracy" else "best@k"
-            table_a = a[name]["metrics"][key]
-            value_b = b[name]["metrics"][key]["value"]
+            problems = sorted(
+                {p["problem_id"] for p in a[name]["problems"]} & {p["problem_id"] for p in b[name]["problems"]}
+            )
+            diff = paired_difference(
+                _correct(b[name], problems), _correct(a[name], problems), metric, n_resamples=args.n_resamples
+            )
+            low, high = diff.ci_low, diff.ci_high
+            table_a = a[name]["metrics"][metric]
+            value_b = b[name]["metrics"][metric]["value"]
             inside = table_a["ci_low"] <= value_b <= table_a["ci_high"]
             outside += not inside
             largest = max(largest, abs(value_b - table_a["value"]))

@@ -149,7 +149,7 @@ class GenerationFeatureRecord:
     def completion_summaries(self, batch_size: int, length: int) -> torch.Tensor | None:
         """Logit summaries ``(B, length, width)`` of the first ``length`` generated tokens (when the record was asked
         for them and describes one decoding call of ``batch_size`` sequences), else ``None``."""
-        if not self.summaries or self.completion_features(batch_size, length) is None:
+        if not self.summaries or self.generate_calls != 1:
             return None
         return self._per_sequence(self.summaries, batch_size, length)
 

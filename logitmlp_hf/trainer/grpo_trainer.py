@@ -253,8 +253,13 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
                 self.add_callback(MetricsToProgressBar())
             if self.pop_callback(PrinterCallback) is not None:
                 self.add_callback(MetricsToLogger())
-        if args.rollout_sampler == "rows" and (reason := self._why_not_rows()) is not None:
-            raise ValueError(f"rollout_sampler='rows' cannot decode this trainer's rollouts: {reason}")
+        # Why this trainer's rollouts go through TRL's generate call (None: the rows loop decodes them); fixed by the
+        # head, the generation settings and the backend, so decided once.
+        self._rows_unavailable = (
+            "rollout_sampler='generate'" if args.rollout_sampler == "generate" else self._why_not_rows()
+        )
+        if args.rollout_sampler == "rows" and self._rows_unavailable is not None:
+            raise ValueError(f"rollout_sampler='rows' cannot decode this trainer's rollouts: {self._rows_unavailable}")
         self._summary_layout = self._choose_summary_layout()
         self._loss_inputs: dict[str, Any] | None = None
         self._rollout_cache: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -511,7 +516,7 @@ class DecodingHeadGRPOTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """TRL's, or with ``rollout_sampler`` ``"rows"``/``"auto"`` the package's decoding loop (see the config)."""
-        reason = self._why_not_rows() if self.args.rollout_sampler != "generate" else "rollout_sampler='generate'"
+        reason = self._rows_unavailable
         if reason is None and (images is not None and any(i is not None for i in images) or multimodal_fields):
             reason = "the prompts carry images"
         if reason is not None:
