@@ -15,7 +15,7 @@ from logitmlp_hf.evaluation.results import EvalResults, PolicyResults
 from logitmlp_hf.evaluation.runner import load_eval_dataset
 from logitmlp_hf.hub.offline_model import embedded_model_available
 from logitmlp_hf.reproduce.pipeline import ReproduceConfig, problem_sets, training_arguments
-from logitmlp_hf.reproduce.report import _verdict
+from logitmlp_hf.reproduce.report import MATMUL_CPU_FLAGS, _verdict, machine_description, machine_line
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +136,20 @@ def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=No
         compute_metrics(correct, answers, n_resamples=200),
         problems,
     )
+
+
+def test_machine_description_names_the_kernels_that_decide_rounding():
+    """Two hosts that both say "AMD EPYC" trained different heads from one seed (AVX2 vs AVX-512 kernels): a result
+    must name the ISA torch dispatches to; results written before that field existed still render."""
+    machine = machine_description()
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["torch_threads"] == torch.get_num_threads()
+    assert f"({machine['cpu_capability']}" in machine_line(machine)
+    assert set(machine["cpu_flags"]) <= set(MATMUL_CPU_FLAGS)
+    if machine["cpu_capability"] in ("AVX2", "AVX512") and Path("/proc/cpuinfo").exists():
+        assert "avx2" in machine["cpu_flags"]  # torch dispatches to AVX2 kernels only where the CPU lists the flag
+    old = {k: machine[k] for k in ("platform", "python", "cpu", "cpu_count", "torch_threads", "device")}
+    assert machine_line(old).startswith(f"{machine['cpu']}, {machine['cpu_count']} CPUs")
 
 
 def test_head_cards_carry_their_test_results_and_settings(tmp_path):

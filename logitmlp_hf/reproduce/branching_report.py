@@ -14,7 +14,7 @@ from ..evaluation.frontier import FrontierGap, frontier_gap, frontier_gap_from_v
 from ..evaluation.metrics import MetricValue, paired_difference, per_problem_metrics
 from ..evaluation.results import EvalResults, PolicyResults
 from ..tasks.branching import BRANCHING_POSITION_TYPES
-from .report import frontier_result_line, machine_description
+from .report import frontier_result_line, machine_description, machine_line
 
 
 __all__ = ["write_branching_results"]
@@ -338,10 +338,7 @@ def write_branching_results(
         lines.append(frontier_result_line("branching", recipe, p["gap"]))
     lines += ["```", "", "Stage timings (s): " + ", ".join(f"{k_} {v:.0f}" for k_, v in timings.items()), ""]
     machine = payload["machine"]
-    lines.append(
-        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch threads {machine['torch_threads']}, "
-        f"{machine['device']}; Python {machine['python']}."
-    )
+    lines.append(f"Machine: {machine_line(machine)}.")
     path = root / "results.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -29,7 +29,14 @@ from ..evaluation.sweep import SweepResults, pareto_plot, temperature_policy
 if TYPE_CHECKING:
     from .config import ReproduceConfig, RunPaths
 
-__all__ = ["CLAIMS", "frontier_result_line", "machine_description", "seed_policy_name", "write_results"]
+__all__ = [
+    "CLAIMS",
+    "frontier_result_line",
+    "machine_description",
+    "machine_line",
+    "seed_policy_name",
+    "write_results",
+]
 
 # The source's Table-1 claims for Qwen3-1.7B (docs/method.md §4), as (row, metric, direction vs GLOBAL-T*).
 CLAIMS: tuple[tuple[str, str, str], ...] = (
@@ -57,22 +64,64 @@ def seed_policy_name(key: str, seed: int) -> str:
     return f"{HEAD_POLICY_NAMES[key]}, training seed {seed}"
 
 
-def machine_description() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
+# The /proc/cpuinfo flags that decide which matmul kernels (and how fast a bf16 base) a CPU gets.
+MATMUL_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's ``/proc/cpuinfo`` fields (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+def machine_description() -> dict[str, Any]:
+    """What the numbers were measured on.
+
+    Two hosts may both call themselves "AMD EPYC" and still round differently: the vector ISA torch dispatches to
+    (``cpu_capability``) and the CPU family/model pick the kernels, and a sampled token can flip at a float near-tie,
+    so a training run is reproduced exactly only where these match. ``cpu_flags`` lists the matmul extensions that
+    decide whether a bfloat16 base is faster than float32 here (native bf16 dot products) or not."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": cpu,
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_family_model": f"{info['cpu family']}/{info['model']}"
+        if "cpu family" in info and "model" in info
+        else None,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": [flag for flag in MATMUL_CPU_FLAGS if flag in flags],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """``machine_description()`` in words (older results lack the ISA, flag and family/model fields)."""
+    cpu = machine["cpu"]
+    details = [
+        machine.get("cpu_capability"),
+        " ".join(machine.get("cpu_flags") or []),
+        machine.get("cpu_family_model") and f"family/model {machine['cpu_family_model']}",
+    ]
+    details = [d for d in details if d]
+    if details:
+        cpu += f" ({', '.join(details)})"
+    return (
+        f"{cpu}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, device {machine['device']}; "
+        f"{machine['platform']}, Python {machine['python']}"
+    )
 
 
 def _title(metric: str, k: int) -> str:
@@ -529,8 +578,7 @@ def _markdown(
         "",
         f"- Command: `{command or 'logitmlp reproduce'}`",
         f"- Seed: {config.seed}; full configuration in `results.json`.",
-        f"- Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
-        f"device {machine['device']}; {machine['platform']}, Python {machine['python']}.",
+        f"- Machine: {machine_line(machine)}.",
         "- Versions: " + ", ".join(f"{name} {v}" for name, v in versions.items()),
         f"- Time in stages: {total / 60:.1f} min ("
         + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items())
