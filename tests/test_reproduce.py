@@ -139,8 +139,8 @@ def _policy(name, correct, answers, kind="temperature", temperature=1.0, head=No
 
 
 def test_machine_description_names_the_kernels_that_decide_rounding():
-    """Two hosts that both say "AMD EPYC" trained different heads from one seed (AVX2 vs AVX-512 kernels): a result
-    must name the ISA torch dispatches to; results written before that field existed still render."""
+    """Two hosts that both say "AMD EPYC" trained different heads from one seed (one of them runs torch's AVX2
+    kernels): a result must name the ISA torch dispatches to; results written before that field existed still render."""
     machine = machine_description()
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["torch_threads"] == torch.get_num_threads()
